@@ -1,0 +1,68 @@
+"""Turning what users hand us (files, PIL images in any mode, ComfyUI IMAGE tensors) into RGB PIL images.
+
+Vision processors expect 8-bit RGB. Users have RGBA PNGs, grayscale scans and 16-bit images; those are
+converted here, once, the same way for nodes, scripts and training.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+BACKGROUND = (255, 255, 255)
+"""Transparent pixels are composited on white, as an image viewer shows them."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB: alpha composited on white, 16/32-bit and float scaled to 0..255."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I") and values.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and values.max(initial=0) <= 1.0:
+            peak = 1.0
+        gray = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file as RGB, with a message that names the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read image {os.fspath(path)!r}: {error}. Use a PNG, JPEG or WebP file.") from error
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """A ComfyUI IMAGE `[B, H, W, C]` float 0..1 (C = 1, 3 or 4) -> B RGB PIL images."""
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"Expected an IMAGE tensor [batch, height, width, 1|3|4]; got shape {tuple(images.shape)}.")
+    pixels = (images.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+    modes = {1: "L", 3: "RGB", 4: "RGBA"}
+    return [to_rgb(Image.fromarray(p.squeeze(-1) if p.shape[-1] == 1 else p, mode=modes[p.shape[-1]])) for p in pixels]
+
+
+def as_pil(image: Image.Image | torch.Tensor | str | os.PathLike[str]) -> Image.Image:
+    """One image from a path, a PIL image or a single-image tensor, as RGB."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, torch.Tensor):
+        converted = tensor_to_pil(image)
+        if len(converted) != 1:
+            raise ValueError(f"Expected one image, got a batch of {len(converted)}; pass the images one by one.")
+        return converted[0]
+    return open_image(image)

@@ -1,0 +1,140 @@
+"""Tiny random-weight stand-ins of the real models, written to disk as real Hugging Face folders.
+
+Tests, benchmarks, the training demo and every `--tiny` mode use these so that the whole path, loading
+code included, runs offline on a CPU. Nothing here is a stub: the folders hold genuine transformers
+configs, weights and tokenizers, just very small ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""The Qwen2-VL chat format (system default, `Picture i:` labels under `add_vision_id`), written here."""
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
+CORPUS = [
+    "I give you several words and pictures. First, please analyse what the next picture is. Then give me a "
+    "detailed diffusion prompt to describe the next picture. Please only provide me the detailed prompt and "
+    "start the answer with 'Create an image'.",
+    "You are a helpful assistant. Picture Word Create an image of a car, a cup, a box, an apple.",
+    "Describe the image concisely. Generate a prompt that can recreate the image in a 2D diffusion model.",
+] + [f"a {c} {s} on a plain background" for c in COLOURS for s in SHAPES]
+
+VISION_MEAN = [0.48145466, 0.4578275, 0.40821073]
+VISION_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def train_bpe(corpus: list[str], special_tokens: list[str], vocab_size: int = 400) -> Tokenizer:
+    """A byte-level BPE trained in memory: the same kind of tokenizer Qwen ships, at toy size."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
+
+
+def _qwen_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe(CORPUS, QWEN_SPECIAL_TOKENS),
+        eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+    )
+    tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _qwen_vl_config(model_type: str, vocab_size: int, token_ids: dict[str, int]):
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    text = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rope_theta=10000.0,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}, tie_word_embeddings=False,
+        bos_token_id=token_ids["bos"], eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"],
+    )
+    ids = dict(
+        image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"], vision_end_token_id=token_ids["<|vision_end|>"],
+        bos_token_id=token_ids["bos"], eos_token_id=token_ids["eos"], pad_token_id=token_ids["pad"],
+        tie_word_embeddings=False,
+    )
+    if model_type == "qwen2_vl":
+        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **ids), 14
+    if model_type == "qwen2_5_vl":
+        vision = dict(depth=1, hidden_size=32, out_hidden_size=64, num_heads=2, intermediate_size=64, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0])
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids), 14
+    if model_type == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        text.update(head_dim=16, rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=32, out_hidden_size=64, num_heads=2, intermediate_size=64, patch_size=16,
+                      spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                      deepstack_visual_indexes=[0])
+        return Qwen3VLConfig(text_config=text, vision_config=vision, **ids), 16
+    raise ValueError(f"no tiny config for {model_type!r}")
+
+
+def write_tiny_qwen_vl(folder: str | os.PathLike[str], model_type: str = "qwen2_vl", seed: int = 0) -> Path:
+    """Write a tiny random Qwen2-VL / Qwen2.5-VL / Qwen3-VL folder loadable with `from_pretrained`.
+
+    Images are resized to between 2x2 and 4x4 merged patches (4 to 16 image tokens each).
+    """
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    folder = Path(folder)
+    tokenizer = _qwen_tokenizer()
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    token_ids.update(bos=token_ids["<|endoftext|>"], eos=token_ids["<|im_end|>"], pad=token_ids["<|endoftext|>"])
+    config, patch_size = _qwen_vl_config(model_type, len(tokenizer), token_ids)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[token_ids["<|im_end|>"], token_ids["<|endoftext|>"]], pad_token_id=token_ids["<|endoftext|>"],
+        bos_token_id=token_ids["<|endoftext|>"],
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    factor = patch_size * 2
+    min_pixels, max_pixels = (2 * factor) ** 2, (4 * factor) ** 2
+    processor_config = {
+        "image_processor_type": "Qwen2VLImageProcessor", "do_resize": True, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "image_mean": VISION_MEAN, "image_std": VISION_STD, "patch_size": patch_size,
+        "temporal_patch_size": 2, "merge_size": 2, "min_pixels": min_pixels, "max_pixels": max_pixels,
+        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
+    return folder
