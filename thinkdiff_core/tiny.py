@@ -138,3 +138,41 @@ def write_tiny_qwen_vl(folder: str | os.PathLike[str], model_type: str = "qwen2_
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
     return folder
+
+
+def _t5_tokenizer(corpus: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A Unigram tokenizer like T5's sentencepiece one: `<pad>`=0, `</s>`=1, `<unk>`=2, EOS appended."""
+    from tokenizers import normalizers, processors
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                             special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def write_tiny_t5(folder: str | os.PathLike[str], corpus: list[str] | None = None, d_model: int = 64,
+                  seed: int = 0) -> Path:
+    """Write a tiny random Flan-T5-shaped model (gated-GELU) and its tokenizer.
+
+    transformers 5 ties the head of a freshly made T5 to its embedding; real Flan-T5 loads untied.
+    """
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = Path(folder)
+    tokenizer = _t5_tokenizer(corpus or CORPUS)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=16, d_ff=2 * d_model, num_layers=2, num_decoder_layers=2,
+        num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    torch.manual_seed(seed)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
