@@ -1,26 +1,28 @@
 """ComfyUI entry point of the ThinkDiff node pack: registers the nodes through ComfyUI's V3 API.
 
 ComfyUI imports this folder as a package, so everything inside uses relative imports; the library is
-`thinkdiff_core`, the node classes are in `nodes/`.
+`thinkdiff_core`, the node classes are in `nodes/`. Imported where ComfyUI is absent (pytest imports
+the repository root as a package while collecting tests) there is nothing to register.
 """
 
-from .nodes.environment import require_transformers
+from importlib.util import find_spec
 
-require_transformers()
+if find_spec("comfy_api") is not None:
+    from .nodes.environment import require_transformers
 
-from comfy_api.latest import ComfyExtension, io  # noqa: E402  (after the version check, which names the fix)
+    require_transformers()  # before anything imports transformers: an old one gets a message naming the fix
 
-from .nodes.comfy_models import register_model_folders  # noqa: E402
-from .nodes.conditioning import ThinkDiffAlignerLoader, ThinkDiffConditioning  # noqa: E402
-from .nodes.lvlm import ThinkDiffReason, ThinkDiffVLMLoader  # noqa: E402
+    from comfy_api.latest import ComfyExtension, io
 
-register_model_folders()
+    from .nodes.comfy_models import register_model_folders
+    from .nodes.conditioning import ThinkDiffAlignerLoader, ThinkDiffConditioning
+    from .nodes.lvlm import ThinkDiffReason, ThinkDiffVLMLoader
 
+    register_model_folders()
 
-class ThinkDiffExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [ThinkDiffVLMLoader, ThinkDiffAlignerLoader, ThinkDiffReason, ThinkDiffConditioning]
+    class ThinkDiffExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type[io.ComfyNode]]:
+            return [ThinkDiffVLMLoader, ThinkDiffAlignerLoader, ThinkDiffReason, ThinkDiffConditioning]
 
-
-async def comfy_entrypoint() -> ThinkDiffExtension:
-    return ThinkDiffExtension()
+    async def comfy_entrypoint() -> ThinkDiffExtension:
+        return ThinkDiffExtension()
