@@ -21,7 +21,6 @@ import statistics
 import time
 
 import torch
-
 from _pack import load_pack, module
 
 ALIGNER_IN, ALIGNER_OUT, TOKENS = 3584, 4096, 128

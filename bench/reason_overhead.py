@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _pack import load_pack, module
 
 

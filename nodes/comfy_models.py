@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 from typing import Generic, TypeVar
 
-import torch
-
 import comfy.model_management as model_management
 import folder_paths
+import torch
 from comfy.model_patcher import ModelPatcher
 
 from .model_folders import find_model_folders

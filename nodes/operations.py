@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 import torch
 
 from ..thinkdiff_core import (
-    GenerationSettings, LoadedAligner, ThinkDiffTokens, VisionLanguageModel, build_prompt, merge_conditioning, parse_words,
+    GenerationSettings,
+    LoadedAligner,
+    ThinkDiffTokens,
+    VisionLanguageModel,
+    build_prompt,
+    merge_conditioning,
+    parse_words,
 )
 from ..thinkdiff_core.images import tensor_to_pil
 

@@ -183,8 +183,10 @@ class NodeSpec:
             return [f"{self.node_id}: {len(values)} widget values, the schema has {len(layout)}: {names}"]
         problems = []
         for (spec, control), value in zip(layout, values):
-            problem = (None if value in CONTROL_AFTER_GENERATE else f"{value!r} is not one of {CONTROL_AFTER_GENERATE}") \
-                if control else spec.check_value(value, live)
+            if control:
+                problem = None if value in CONTROL_AFTER_GENERATE else f"{value!r} is not one of {CONTROL_AFTER_GENERATE}"
+            else:
+                problem = spec.check_value(value, live)
             if problem:
                 problems.append(f"{self.node_id}.{spec.name}{' (control after generate)' if control else ''}: {problem}")
         return problems

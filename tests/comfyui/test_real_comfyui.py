@@ -14,9 +14,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import Image
-
 from harness import status_messages  # noqa: E402  (tests/comfyui is on sys.path via conftest)
+from PIL import Image
 from stand_ins import STAND_IN_NODE_ID
 
 pytestmark = pytest.mark.comfyui
