@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,10 +192,12 @@ def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) torch.save format
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(error))
+        reason = found.group(0) if found else "not plain tensors"
         raise ValueError(
             f"Refusing to load {path.name}: it holds Python objects or code that a weights-only load does not allow "
-            f"({str(error).splitlines()[-1][:200]}). Nothing in it was executed. Official ThinkDiff checkpoints hold "
-            f"only tensors; get the file from the official source (Mifucius/ThinkDiff)."
+            f"({reason}). Nothing in it was executed. Official ThinkDiff checkpoints "
+            f"hold only tensors; get the file from the official source (Mifucius/ThinkDiff)."
         ) from error
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(
