@@ -48,6 +48,7 @@ FORMAT_NAME = "thinkdiff-vision"
 FORMAT_VERSION = "1"
 DOWNSAMPLE_FACTOR = 2
 BLIP2_MODEL_TYPE = "blip-2"
+CONVERT_CHUNK_BYTES = 32 * 2**20
 
 VISION_CONFIG_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
                         "patch_size", "hidden_act", "layer_norm_eps", "qkv_bias")
@@ -149,19 +150,35 @@ def _shards_of_vision_tensors(folder: Path) -> dict[Path, list[str]]:
     return shards
 
 
-def _read(path: Path, names: list[str], tensors: dict[str, torch.Tensor]) -> dict[str, str]:
-    """Read exactly `names` from one safetensors file (memory-mapped); return the file's metadata."""
+def _read(path: Path, names: list[str], tensors: dict[str, torch.Tensor], device: torch.device | str | None,
+          dtype: torch.dtype | None) -> None:
+    """Read exactly `names` from one safetensors file into `tensors`, converted to `device`/`dtype`.
+
+    `safe_open` tensors are views of one memory map per open file, and a page read stays resident
+    until every view of that map is gone. Unconverted tensors ARE the weights (no copy); when a
+    conversion copies them, the file is reopened every `CONVERT_CHUNK_BYTES` so at most that much of
+    the source is resident beside the converted tensors (an fp32 tower loaded as bf16 peaks near the
+    bf16 size, not fp32 + bf16).
+    """
+    pending = list(names)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            for name in names:
-                tensors[name[len(VISION_PREFIX):]] = handle.get_tensor(name)
-            return handle.metadata() or {}
+        while pending:
+            with safe_open(str(path), framework="pt") as handle:
+                mapped = 0
+                while pending and mapped < CONVERT_CHUNK_BYTES:
+                    name = pending.pop(0)
+                    source = handle.get_tensor(name)
+                    tensor = source.to(device=device, dtype=dtype)
+                    tensors[name[len(VISION_PREFIX):]] = tensor
+                    if tensor.data_ptr() != source.data_ptr():
+                        mapped += source.numel() * source.element_size()
+                    del source
     except SafetensorError as error:
         raise ValueError(f"{path.name} could not be read as safetensors ({error}); the file is truncated or damaged. "
                          f"Download or convert it again.") from error
 
 
-def _read_folder(folder: Path) -> VisionWeights:
+def _read_folder(folder: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> VisionWeights:
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json, so it is not a Hugging Face model folder. Point at the "
                          f"blip2-flan-t5-xxl folder (with config.json and *.safetensors) or a converted vision file.")
@@ -173,12 +190,12 @@ def _read_folder(folder: Path) -> VisionWeights:
     shards = _shards_of_vision_tensors(folder)
     tensors: dict[str, torch.Tensor] = {}
     for path, names in shards.items():
-        _read(path, names, tensors)
+        _read(path, names, tensors, device, dtype)
     return VisionWeights(tensors, _vision_config(config.to_dict()), _processor_settings(folder, config.image_size),
                          _model_id_of(folder), list(shards))
 
 
-def _read_converted(path: Path) -> VisionWeights:
+def _read_converted(path: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> VisionWeights:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -196,27 +213,30 @@ def _read_converted(path: Path) -> VisionWeights:
         raise ValueError(f"{path.name} is an incomplete ThinkDiff vision file (no {missing or 'vision tensors'}); "
                          f"convert the BLIP-2 folder again.")
     tensors: dict[str, torch.Tensor] = {}
-    _read(path, names, tensors)
+    _read(path, names, tensors, device, dtype)
     return VisionWeights(tensors, _vision_config(json.loads(metadata["vision_config"])),
                          json.loads(metadata["image_processor"]), metadata.get("source_model_id", path.stem), [path])
 
 
-def read_vision_weights(path: str | os.PathLike[str]) -> VisionWeights:
-    """The vision tower's tensors from a BLIP-2 folder (vision shards only) or a converted vision file."""
+def read_vision_weights(path: str | os.PathLike[str], device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None) -> VisionWeights:
+    """The vision tower's tensors from a BLIP-2 folder (vision shards only) or a converted vision file.
+
+    Without `device`/`dtype` the tensors stay memory-mapped as stored; with them, each is converted as read.
+    """
     path = Path(path).expanduser()
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, device, dtype)
     if path.is_file():
         if path.suffix.lower() != ".safetensors":
             raise ValueError(f"{path.name}: a vision tower is a BLIP-2 folder or a converted .safetensors file, "
                              f"not {path.suffix or 'a file without extension'}.")
-        return _read_converted(path)
+        return _read_converted(path, device, dtype)
     raise FileNotFoundError(f"No BLIP-2 folder or vision file at {path}. Put it under ComfyUI/models/thinkdiff/ or "
                             f"models/clip_vision/, or pass its full path.")
 
 
-def save_vision_weights(path: str | os.PathLike[str], weights: VisionWeights, overwrite: bool = False,
-                        dtype: torch.dtype | None = None) -> Path:
+def save_vision_weights(path: str | os.PathLike[str], weights: VisionWeights, overwrite: bool = False) -> Path:
     """Write the tower as one vision-only `.safetensors` (keys `vision_model.*`, config in metadata), atomically."""
     metadata = {
         "format": FORMAT_NAME,
@@ -226,7 +246,7 @@ def save_vision_weights(path: str | os.PathLike[str], weights: VisionWeights, ov
         "image_processor": json.dumps(weights.processor_settings),
         "token_recipe": CLIP_RECIPE,
     }
-    tensors = {VISION_PREFIX + k: (v if dtype is None else v.to(dtype)).contiguous() for k, v in weights.tensors.items()}
+    tensors = {VISION_PREFIX + k: v.contiguous() for k, v in weights.tensors.items()}
     return write_safetensors_atomic(path, tensors, metadata, overwrite=overwrite)
 
 
@@ -235,11 +255,13 @@ def convert_blip2_vision(source: str | os.PathLike[str], destination: str | os.P
     """BLIP-2 folder -> vision-only `.safetensors` (about 4 GB in fp32 for blip2-flan-t5-xxl, 2 GB in bf16)."""
     if not Path(source).expanduser().is_dir():
         raise ValueError(f"{source} is not a folder; pass the BLIP-2 model folder (with config.json).")
-    return save_vision_weights(destination, read_vision_weights(source), overwrite=overwrite, dtype=dtype)
+    destination = Path(destination).expanduser()
+    if destination.exists() and not overwrite:  # before reading gigabytes
+        raise FileExistsError(f"{destination} exists; pass overwrite=True (--overwrite) to replace it.")
+    return save_vision_weights(destination, read_vision_weights(source, dtype=dtype), overwrite=overwrite)
 
 
-def build_vision_model(weights: VisionWeights, device: torch.device | str = "cpu",
-                       dtype: torch.dtype | None = None) -> Blip2VisionModel:
+def build_vision_model(weights: VisionWeights) -> Blip2VisionModel:
     """A `Blip2VisionModel` that adopts `weights`' tensors (built on the meta device: no second copy)."""
     with torch.device("meta"):
         model = Blip2VisionModel(weights.config)
@@ -254,7 +276,7 @@ def build_vision_model(weights: VisionWeights, device: torch.device | str = "cpu
             f"{weights.config.num_hidden_layers} layers): {'; '.join(problems)}. The file is damaged or not a BLIP-2 "
             f"vision tower; re-download or re-convert it."
         )
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in weights.tensors.items()}, assign=True)
+    model.load_state_dict(weights.tensors, assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -286,10 +308,9 @@ class VisionEncoder:
 
         `dtype` "auto" is bf16 on CUDA (what the reference ran), fp16 on MPS, fp32 on CPU.
         """
-        weights = read_vision_weights(path)
         target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = build_vision_model(weights, device=device or "cpu", dtype=resolve_dtype(dtype, target))
-        return cls(model, _pil_image_processor(weights.processor_settings), weights.model_id)
+        weights = read_vision_weights(path, device=device, dtype=resolve_dtype(dtype, target))
+        return cls(build_vision_model(weights), _pil_image_processor(weights.processor_settings), weights.model_id)
 
     @property
     def hidden_size(self) -> int:
