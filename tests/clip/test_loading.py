@@ -167,3 +167,15 @@ def test_wrong_files(tmp_path):
         read_vision_weights(pth)
     with pytest.raises(FileNotFoundError, match="models/clip_vision"):
         read_vision_weights(tmp_path / "missing")
+
+
+def test_conversion_reopens_the_file_per_chunk(blip2_dir, monkeypatch):
+    """A cast load reads in chunks (so the fp32 source is never all resident beside the copy): same tensors."""
+    stored = read_vision_weights(blip2_dir)
+    recorder = RecordingSafeOpen()
+    monkeypatch.setattr(vision, "safe_open", recorder)
+    monkeypatch.setattr(vision, "CONVERT_CHUNK_BYTES", 1)
+    cast = read_vision_weights(blip2_dir, dtype=torch.bfloat16)
+    assert len(recorder.opened) == len(stored.tensors)  # one open per tensor at a 1-byte chunk
+    assert sorted(recorder.read) == sorted("vision_model." + k for k in stored.tensors)
+    assert all(torch.equal(cast.tensors[k], v.to(torch.bfloat16)) for k, v in stored.tensors.items())
