@@ -236,8 +236,6 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
     path = Path(path).expanduser()
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ValueError(f"Aligners are saved as .safetensors; got {path.name}.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
     module, info = aligner.module, aligner.info
     metadata = {
         "format": FORMAT_NAME,
@@ -250,6 +248,17 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
         "provenance": json.dumps(info.provenance, sort_keys=True),
     }
     tensors = {KEY_PREFIX + k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    return write_safetensors_atomic(path, tensors, metadata, overwrite=overwrite)
+
+
+def write_safetensors_atomic(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                             overwrite: bool = False) -> Path:
+    """Write a `.safetensors` file via a temp file and a rename: never half-written, never replaced unasked."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ValueError(f"Expected a .safetensors destination; got {path.name}.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -176,3 +176,73 @@ def write_tiny_t5(folder: str | os.PathLike[str], corpus: list[str] | None = Non
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# --- BLIP-2 (the ThinkDiff-CLIP vision tower) -------------------------------------------------------------------
+
+
+def tiny_blip2_config(vision_width: int = 32, vision_layers: int = 2, text_width: int = 64, text_layers: int = 2,
+                      text_vocab_size: int = 2048, image_size: int = 224, patch_size: int = 14):
+    """A `Blip2Config` shaped like blip2-flan-t5-xxl: EVA-style tower (real 224px / patch-14 geometry by default,
+    so 16x16 patches and 65 recipe tokens), a Q-Former and a gated-GELU T5, all at tiny width.
+
+    The vision initializer range is 0.02 (the real config's 1e-10 would make a random tower output ~constant).
+    """
+    from transformers import Blip2Config
+
+    vision = dict(hidden_size=vision_width, intermediate_size=2 * vision_width, num_hidden_layers=vision_layers,
+                  num_attention_heads=max(1, vision_width // 16), image_size=image_size, patch_size=patch_size,
+                  initializer_range=0.02)
+    qformer = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                   encoder_hidden_size=vision_width, vocab_size=128)
+    text = dict(model_type="t5", d_model=text_width, d_kv=16, d_ff=2 * text_width, num_layers=text_layers,
+                num_decoder_layers=text_layers, num_heads=max(1, text_width // 16), vocab_size=text_vocab_size,
+                feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
+                decoder_start_token_id=0)
+    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4)
+
+
+def write_tiny_blip2(folder: str | os.PathLike[str], seed: int = 0, **config_sizes) -> Path:
+    """Write a tiny random blip2-flan-t5-xxl-like folder: config.json, preprocessor_config.json, 4 safetensors
+    shards and `model.safetensors.index.json`.
+
+    The shards are laid out so that a loader must follow the index: shard 1 mixes the first half of the
+    vision tensors with half of the language model, shard 2 holds the rest of the vision tower with the
+    Q-Former, shards 3 and 4 hold only language-model tensors. `config_sizes` go to `tiny_blip2_config`
+    (a wide `text_width`/`text_vocab_size` gives a language model much larger than the tower).
+    """
+    from safetensors.torch import save_file
+    from transformers import Blip2ForConditionalGeneration
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = tiny_blip2_config(**config_sizes)
+    torch.manual_seed(seed)
+    state, seen = {}, set()
+    for name, tensor in Blip2ForConditionalGeneration(config).state_dict().items():
+        if tensor.data_ptr() not in seen:  # tied T5 embeddings are stored once, as the real files do
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.contiguous()
+    vision = [k for k in state if k.startswith("vision_model.")]
+    language = [k for k in state if k.startswith("language_model.")]
+    others = [k for k in state if k not in vision and k not in language]
+    half, quarter = len(vision) // 2, len(language) // 4
+    shards = [language[: 2 * quarter] + vision[:half], vision[half:] + others,
+              language[2 * quarter: 3 * quarter], language[3 * quarter:]]
+    weight_map = {}
+    for number, names in enumerate(shards, start=1):
+        shard = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        save_file({k: state[k] for k in names}, str(folder / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, shard))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    config.save_pretrained(folder)
+    size = config.vision_config.image_size
+    processor_config = {
+        "image_processor_type": "BlipImageProcessor", "processor_class": "Blip2Processor", "do_convert_rgb": True,
+        "do_resize": True, "size": {"height": size, "width": size}, "resample": 3, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
+    return folder
