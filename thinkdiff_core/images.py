@@ -1,12 +1,14 @@
 """Turning what users hand us (files, PIL images in any mode, ComfyUI IMAGE tensors) into RGB PIL images.
 
 Vision processors expect 8-bit RGB. Users have RGBA PNGs, grayscale scans and 16-bit images; those are
-converted here, once, the same way for nodes, scripts and training.
+converted here, once, the same way for nodes, scripts and training. `save_image` writes results
+atomically for the scripts.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,3 +68,28 @@ def as_pil(image: Image.Image | torch.Tensor | str | os.PathLike[str]) -> Image.
             raise ValueError(f"Expected one image, got a batch of {len(converted)}; pass the images one by one.")
         return converted[0]
     return open_image(image)
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write an image atomically (a temp file in the same folder, then a rename), never replacing a file
+    unless `overwrite` is set. The format follows the suffix (.png, .jpg, .webp); JPEGs at quality 95.
+
+    A reader that sees the file sees all of it: resumable tools treat "exists" as "done".
+    """
+    path = Path(path).expanduser()
+    formats = Image.registered_extensions()
+    if path.suffix.lower() not in formats:
+        raise ValueError(f"Cannot tell the image format of {path.name}: use a .png, .jpg or .webp name.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    image_format = formats[path.suffix.lower()]
+    try:
+        to_rgb(image).save(temporary, format=image_format, **({"quality": 95} if image_format == "JPEG" else {}))
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} appeared while writing; pass --overwrite (overwrite=True) to replace it.")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
