@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from .images import open_image, save_image
 from .pipeline import (
     FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.tiny:
+        torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
     try:
         run(args)
     except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as error:

@@ -116,7 +116,13 @@ def resolve_aligner_file(spec: str | os.PathLike[str]) -> Path:
         )
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(match["repo"], match["file"]))
+    try:
+        return Path(hf_hub_download(match["repo"], match["file"]))
+    except (OSError, ValueError) as error:  # offline, unknown repo or file, no access
+        raise FileNotFoundError(
+            f"Could not fetch {match['file']} from the Hub repo {match['repo']} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}). Download it where you have access and pass its local path."
+        ) from error
 
 
 def resolve_flux_folder(spec: str | os.PathLike[str]) -> str:

@@ -292,3 +292,48 @@ def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[st
     flux = write_tiny_flux(root / "flux", seed=seed)
     aligner = write_tiny_lvlm_aligner(root / "aligner.safetensors", source_model_id=vlm.name, seed=seed)
     return {"vlm": vlm, "flux": flux, "aligner": aligner}
+
+
+def write_tiny_llava(folder: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A tiny random LLaVA-1.5-shaped folder in the llava-hf layout (the CoBSAT judge's loading path).
+
+    CLIP vision tower (28x28 images, 14-pixel patches: 4 image tokens plus CLS), a Llama language model,
+    a BPE tokenizer with `<image>` and `<pad>`, and the processor files llava-hf ships
+    (`preprocessor_config.json`, `processor_config.json`).
+    """
+    from tokenizers import processors
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    folder = Path(folder)
+    specials = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
+    backend = train_bpe(CORPUS + ["USER: ASSISTANT: What is the main object in this image? (1) (2) (10)"], specials)
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", additional_special_tokens=["<image>"],
+                                        model_input_names=["input_ids", "attention_mask"])
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=28, patch_size=14, projection_dim=32),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                                bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]),
+        image_token_index=ids["<image>"], image_seq_length=4, vision_feature_layer=-2,
+        vision_feature_select_strategy="default", pad_token_id=ids["<pad>"],
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<pad>"]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 28},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": 28, "width": 28}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
+        "do_convert_rgb": True,
+    }, indent=2))
+    (folder / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaProcessor", "image_token": "<image>", "patch_size": 14,
+        "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1,
+    }, indent=2))
+    return folder

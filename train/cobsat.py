@@ -136,17 +136,25 @@ def check_run_config(out: Path, config: dict) -> None:
         write_json(path, config)
 
 
+def request_for(case: Case) -> ThinkDiffRequest:
+    """ThinkDiff's CoBSAT request: the case's images and words in the reference reasoning prompt."""
+    return ThinkDiffRequest([open_image(p) for p in case.image_paths], list(case.words), preset="cobsat_reasoning")
+
+
+def unfinished(batches: list[Batch], out: Path) -> list[Batch]:
+    return [b for b in batches if not all(image_file(out, c).is_file() for c in b.cases)]
+
+
 def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args: argparse.Namespace) -> int:
-    """Generate every batch that lacks an image; return how many images were written."""
+    """Generate the given batches, writing only images that do not exist yet; return how many were written."""
     written = 0
-    todo = [b for b in batches if not all(image_file(out, c).is_file() for c in b.cases)]
-    for batch in tqdm(todo, desc="generate", unit="batch", disable=not todo):
+    for batch in tqdm(batches, desc="generate", unit="batch"):
         first = batch.cases[0]
         settings = GenerationSettings(
             seed=seed_for(args.seed, first.shot, first.task.id, first.index), temperature=args.temperature,
             top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
         )
-        requests = [ThinkDiffRequest([open_image(p) for p in c.image_paths], list(c.words)) for c in batch.cases]
+        requests = [request_for(case) for case in batch.cases]
         result = pipeline(
             requests, settings, image_seeds=[seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases],
             guidance_scale=args.guidance, num_inference_steps=args.steps, height=args.size, width=args.size,
@@ -165,24 +173,28 @@ def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args:
 
 # --- judge ---
 
+def unjudged(cases: list[Case], out: Path, judge_name: str) -> list[Case]:
+    return [c for c in cases if image_file(out, c).is_file() and not judgement_file(out, judge_name, c).is_file()]
+
+
 def judge(judge_model: Judge, cases: list[Case], out: Path, batch_size: int) -> int:
-    """Judge every present image without a judgement; return how many were judged."""
-    todo = [c for c in cases if image_file(out, c).is_file() and not judgement_file(out, judge_model.name, c).is_file()]
-    for start in tqdm(range(0, len(todo), batch_size), desc="judge", unit="batch", disable=not todo):
-        group = todo[start:start + batch_size]
+    """Judge the given cases' images (both questions each, `batch_size` images per call); return how many."""
+    for start in tqdm(range(0, len(cases), batch_size), desc="judge", unit="batch"):
+        group = cases[start:start + batch_size]
         for case, verdict in zip(group, judge_images(judge_model, group, [image_file(out, c) for c in group])):
             write_json(judgement_file(out, judge_model.name, case), verdict.to_json())
-    return len(todo)
+    return len(cases)
 
 
 # --- report ---
 
 def report(cases: list[Case], out: Path, judge_name: str) -> dict:
     """Accuracy per task and shot count; missing images are wrong, unjudged existing images are an error."""
-    unjudged = [c for c in cases if image_file(out, c).is_file() and not judgement_file(out, judge_name, c).is_file()]
-    if unjudged:
+    missing_judgements = unjudged(cases, out, judge_name)
+    if missing_judgements:
         raise ValueError(
-            f"{len(unjudged)} images have no {judge_name} judgement (e.g. {image_file(out, unjudged[0])}). Run "
+            f"{len(missing_judgements)} images have no {judge_name} judgement (e.g. "
+            f"{image_file(out, missing_judgements[0])}). Run "
             f"--stages judge for every shard first."
         )
     results: dict = {"judge": judge_name, "paper": PAPER, "shots": {}}
@@ -272,6 +284,9 @@ def resolve_defaults(args: argparse.Namespace) -> None:
     args.min_new_tokens = args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens
     args.judge = args.judge or ("qwen" if tiny else "llava")
     args.judge_max_new_tokens = args.judge_max_new_tokens or (TINY["judge_max_new_tokens"] if tiny else 512)
+    if args.batch_size < 1 or args.judge_batch_size < 1:
+        raise ValueError(f"--batch-size and --judge-batch-size must be at least 1; got {args.batch_size}, "
+                         f"{args.judge_batch_size}.")
     if not 0 <= args.shard < args.num_shards:
         raise ValueError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards}).")
     given = [f"--{name}" for name in ("vlm", "aligner", "flux", "judge_model") if getattr(args, name) is not None]
@@ -325,19 +340,29 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     batches = [b for b in make_batches(cases, args.batch_size) if b.number % args.num_shards == args.shard]
     mine = [case for batch in batches for case in batch.cases]
     summary: dict = {"prompts": len(cases), "shard_prompts": len(mine), "generated": 0, "judged": 0}
-    tiny_paths = None
-    if args.tiny and {"generate", "judge"} & set(args.stages):
-        from thinkdiff_core.tiny import write_tiny_thinkdiff
+    tiny_paths: dict[str, Path] = {}
 
-        tiny_paths = write_tiny_thinkdiff(workdir)
+    def tiny_models() -> dict[str, Path] | None:
+        """Written on first use only: a run with nothing left to do loads no model at all."""
+        if args.tiny and not tiny_paths:
+            from thinkdiff_core.tiny import write_tiny_thinkdiff
+
+            tiny_paths.update(write_tiny_thinkdiff(workdir))
+        return tiny_paths or None
+
     if "generate" in args.stages:
         check_run_config(args.out, generation_config(args))
-        summary["generated"] = generate(load_pipeline(args, tiny_paths), batches, args.out, args)
-        free_memory()
+        todo = unfinished(batches, args.out)
+        if todo:
+            summary["generated"] = generate(load_pipeline(args, tiny_models()), todo, args.out, args)
+            free_memory()
     if "judge" in args.stages:
-        summary["judged"] = judge(load_judge(args, tiny_paths["vlm"] if tiny_paths else None), mine, args.out,
-                                  args.judge_batch_size)
-        free_memory()
+        todo = unjudged(mine, args.out, judge_name(args))
+        if todo:
+            tiny = tiny_models()
+            summary["judged"] = judge(load_judge(args, tiny["vlm"] if tiny else None), todo, args.out,
+                                      args.judge_batch_size)
+            free_memory()
     if "report" in args.stages:
         if args.num_shards > 1:
             print("report skipped: run --stages report once all shards have finished (without --shard).")
@@ -353,6 +378,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.tiny:
+        torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
     try:
         with tempfile.TemporaryDirectory(prefix="cobsat-tiny-") as workdir:
             summary = run(args, Path(workdir))

@@ -142,7 +142,7 @@ class LlavaJudge:
     def from_pretrained(cls, name_or_path: str = LLAVA_JUDGE_ID, name: str = "llava", dtype: str = "auto",
                         device: str | None = None, max_new_tokens: int = JUDGE_MAX_NEW_TOKENS) -> "LlavaJudge":
         """Load a llava-hf style folder or Hub id. The image processor is the PIL one (no torchvision needed)."""
-        from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor
+        from transformers import AutoImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
         from thinkdiff_core.vlm import TRANSFORMERS_MAJOR, resolve_model_folder
 
@@ -151,12 +151,7 @@ class LlavaJudge:
         model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=resolve_dtype(dtype, target))
         model.to(target).eval().requires_grad_(False)
         backend = {"backend": "pil"} if TRANSFORMERS_MAJOR >= 5 else {"use_fast": False}
-        processor = LlavaProcessor(
-            image_processor=AutoImageProcessor.from_pretrained(folder, **backend),
-            tokenizer=AutoTokenizer.from_pretrained(folder),
-            patch_size=model.config.vision_config.patch_size,
-            vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-        )
+        processor = LlavaProcessor.from_pretrained(folder, image_processor=AutoImageProcessor.from_pretrained(folder, **backend))
         return cls(model, processor, name, max_new_tokens)
 
     def answer(self, images: list[Image.Image], questions: list[str]) -> list[str]:
