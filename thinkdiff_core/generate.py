@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     models.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: cuda if available)")
     models.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
-                        help="model: whole models visit the GPU in turn (about 24 GB); sequential: layer by layer")
+                        help="model: whole models visit the GPU in turn (FLUX's ~24 GB transformer must fit); "
+                             "sequential: layer by layer (least memory, slowest)")
     models.add_argument("--trust-remote-code", action="store_true", help="allow the VLM folder's own Python code")
     sampling = parser.add_argument_group("sampling (reference defaults)")
     sampling.add_argument("--seed", type=int, default=0, help="seeds the VLM's sampling and FLUX's noise")

@@ -34,7 +34,6 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
@@ -44,7 +43,7 @@ from .conditioning import merge_conditioning
 from .images import as_pil
 from .prompts import build_prompt
 from .tokens import ThinkDiffTokens
-from .vlm import DTYPES, GenerationSettings, VisionLanguageModel, resolve_dtype
+from .vlm import DTYPES, HUB_ID, GenerationSettings, VisionLanguageModel, resolve_dtype
 
 FLUX_DEV_ID = "black-forest-labs/FLUX.1-dev"
 QWEN2_VL_ID = "Qwen/Qwen2-VL-7B-Instruct"
@@ -135,7 +134,7 @@ def resolve_flux_folder(spec: str | os.PathLike[str]) -> str:
                 f"folder that holds model_index.json, transformer/, vae/, text_encoder/ (e.g. FLUX.1-dev)."
             )
         return str(path)
-    if path.exists() or not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", str(spec)):
+    if path.exists() or not HUB_ID.match(str(spec)):
         raise FileNotFoundError(f"No FLUX folder at {path}, and {str(spec)!r} is not a Hub id like '{FLUX_DEV_ID}'.")
     return str(spec)
 
@@ -146,6 +145,24 @@ def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     from packaging.version import Version
 
     return {"dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype": dtype}
+
+
+def _check_variant(aligner: LoadedAligner) -> None:
+    if aligner.info.variant != "lvlm":
+        raise NotImplementedError(
+            f"This aligner is a ThinkDiff-{aligner.info.variant.upper()} aligner; the scripting pipeline runs the "
+            f"LVLM variant only so far. Use thinkdiff_lvlm.pth (or an aligner trained on a VLM's generated tokens)."
+        )
+
+
+def _check_offload(mode: str, device: torch.device) -> None:
+    if mode not in OFFLOAD_MODES:
+        raise ValueError(f"Unknown offload mode {mode!r}; choose one of {OFFLOAD_MODES}.")
+    if mode != "none" and device.type == "cpu":
+        raise ValueError(
+            f"offload={mode!r} moves models between the CPU and an accelerator, but the device is the CPU. "
+            f"Use offload='none' on a CPU-only machine, or give device='cuda'."
+        )
 
 
 class ThinkDiffPipeline:
@@ -164,11 +181,7 @@ class ThinkDiffPipeline:
 
     def _check_parts(self) -> None:
         """Refuse parts that cannot work together, before any compute, naming sizes and the fix."""
-        if self.variant != "lvlm":
-            raise NotImplementedError(
-                f"This aligner is a ThinkDiff-{self.variant.upper()} aligner; the scripting pipeline runs the LVLM "
-                f"variant only so far. Use thinkdiff_lvlm.pth (or an aligner trained on a VLM's generated tokens)."
-            )
+        _check_variant(self.aligner)
         if self.vlm is None:
             raise ValueError("The LVLM variant needs its VLM: pass vlm=VisionLanguageModel.from_pretrained(...).")
         if self.vlm.hidden_size != self.aligner.module.input_size:
@@ -201,16 +214,18 @@ class ThinkDiffPipeline:
 
         `offload`: `none` keeps everything on `device`; `model` keeps whole models on the CPU and moves
         each to the GPU while it runs (diffusers' model CPU offload; the VLM is moved off before FLUX
-        runs); `sequential` streams FLUX layer by layer (slowest, least GPU memory).
+        runs); `sequential` streams FLUX layer by layer (slowest, least GPU memory). In both offload
+        modes the VLM visits the GPU whole while it generates (about 16 GB for Qwen2-VL-7B in bf16).
+        Cheap checks (paths, offload mode, aligner variant) run before any large model loads.
         """
         from diffusers import FluxPipeline
 
-        if offload not in OFFLOAD_MODES:
-            raise ValueError(f"Unknown offload mode {offload!r}; choose one of {OFFLOAD_MODES}.")
         target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        _check_offload(offload, target)
         torch_dtype = resolve_dtype(dtype, target)
         flux_source = resolve_flux_folder(flux)
         loaded_aligner = aligner if isinstance(aligner, LoadedAligner) else load_aligner(resolve_aligner_file(aligner))
+        _check_variant(loaded_aligner)
         dtype_name = {value: name for name, value in DTYPES.items()}[torch_dtype]
         loaded_vlm = vlm if isinstance(vlm, VisionLanguageModel) else VisionLanguageModel.from_pretrained(
             vlm, dtype=dtype_name, trust_remote_code=trust_remote_code)
@@ -235,17 +250,13 @@ class ThinkDiffPipeline:
         """diffusers' model (`model`) or sequential (`sequential`) CPU offload for FLUX; the VLM lives on the
         CPU and visits `device` only while it generates."""
         device = torch.device(device)
-        if device.type == "cpu":
-            raise ValueError(
-                f"offload={mode!r} moves models between the CPU and an accelerator, but the device is the CPU. "
-                f"Use offload='none' on a CPU-only machine, or give device='cuda'."
-            )
+        _check_offload(mode, device)
         if mode == "model":
             self.flux.enable_model_cpu_offload(device=device)
         elif mode == "sequential":
             self.flux.enable_sequential_cpu_offload(device=device)
         else:
-            raise ValueError(f"Unknown offload mode {mode!r}; choose one of {OFFLOAD_MODES[1:]}.")
+            raise ValueError("enable_offload needs 'model' or 'sequential'; use to(device) for no offloading.")
         self.offload = mode
         self.aligner.module.to(device)
         if self.vlm is not None:
@@ -291,7 +302,8 @@ class ThinkDiffPipeline:
         """The base CONDITIONING the aligned tokens are merged into: pooled CLIP-L of the empty prompt.
 
         Its `cond` is empty: in `replace` mode only its width, dtype and device matter (the nodes pass the
-        empty prompt's T5 output there, which `replace` discards).
+        empty prompt's T5 output there, which `replace` discards). The requests are where the CLIP variant
+        will read its prompts (T5 tokens and pooled CLIP-L of each prompt); the LVLM variant needs none.
         """
         dtype = self.flux.transformer.dtype
         pooled = clip_pooled(self.flux.text_encoder, self.flux.tokenizer, [""], self.device).to(dtype)
@@ -341,13 +353,3 @@ class ThinkDiffPipeline:
         ).images
         return ThinkDiffOutput(images, tokens.texts, tokens, inputs)
 
-
-def describe(pipeline: ThinkDiffPipeline) -> dict[str, Any]:
-    """What was loaded, for logs and reports."""
-    return {
-        "variant": pipeline.variant,
-        "vlm": pipeline.vlm.model_id if pipeline.vlm is not None else None,
-        "aligner_source": pipeline.aligner.info.source_model_id,
-        "flux_joint_attention_dim": pipeline.flux.transformer.config.joint_attention_dim,
-        "offload": pipeline.offload,
-    }
