@@ -232,12 +232,16 @@ def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = T
     `text_encoder/` + `tokenizer/` (tiny CLIP-L), `text_encoder_2/` + `tokenizer_2/` (tiny T5 encoder
     as wide as `joint_attention_dim`) and `model_index.json`. Images must be multiples of 16 pixels.
     """
+    import tempfile
+
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
 
     folder = Path(folder)
     write_tiny_clip_text(folder / "text_encoder", folder / "tokenizer", seed=seed)
-    t5_folder = write_tiny_t5(folder / "t5_full", d_model=joint_attention_dim, seed=seed)
+    with tempfile.TemporaryDirectory() as scratch:  # FLUX keeps only the T5 encoder
+        t5_folder = write_tiny_t5(Path(scratch) / "t5", d_model=joint_attention_dim, seed=seed)
+        t5_encoder, t5_tokenizer = T5EncoderModel.from_pretrained(t5_folder), AutoTokenizer.from_pretrained(t5_folder)
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
@@ -257,10 +261,9 @@ def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = T
         scheduler=scheduler, vae=vae, transformer=transformer,
         text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        text_encoder_2=T5EncoderModel.from_pretrained(t5_folder), tokenizer_2=AutoTokenizer.from_pretrained(t5_folder),
+        text_encoder_2=t5_encoder, tokenizer_2=t5_tokenizer,
     )
     pipeline.save_pretrained(folder)
-    _remove_tree(t5_folder)
     return folder
 
 
@@ -275,11 +278,6 @@ def write_tiny_lvlm_aligner(path: str | os.PathLike[str], source_model_id: str, 
     module = Aligner(input_size, output_size)
     return save_aligner(path, LoadedAligner(module, AlignerInfo(source_model_id, LVLM_RECIPE, {"tiny": True})))
 
-
-def _remove_tree(folder: Path) -> None:
-    for child in sorted(folder.rglob("*"), reverse=True):
-        child.rmdir() if child.is_dir() else child.unlink()
-    folder.rmdir()
 
 
 def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
