@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .files import write_atomic
+
 BACKGROUND = (255, 255, 255)
 """Transparent pixels are composited on white, as an image viewer shows them."""
 
@@ -71,25 +73,12 @@ def as_pil(image: Image.Image | torch.Tensor | str | os.PathLike[str]) -> Image.
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write an image atomically (a temp file in the same folder, then a rename), never replacing a file
-    unless `overwrite` is set. The format follows the suffix (.png, .jpg, .webp); JPEGs at quality 95.
-
-    A reader that sees the file sees all of it: resumable tools treat "exists" as "done".
-    """
+    """Write an image atomically, never replacing a file unless `overwrite` is set. The format follows the
+    suffix (.png, .jpg, .webp); JPEGs at quality 95."""
     path = Path(path).expanduser()
     formats = Image.registered_extensions()
     if path.suffix.lower() not in formats:
         raise ValueError(f"Cannot tell the image format of {path.name}: use a .png, .jpg or .webp name.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     image_format = formats[path.suffix.lower()]
-    try:
-        to_rgb(image).save(temporary, format=image_format, **({"quality": 95} if image_format == "JPEG" else {}))
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} appeared while writing; pass --overwrite (overwrite=True) to replace it.")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    options = {"quality": 95} if image_format == "JPEG" else {}
+    return write_atomic(path, lambda temporary: to_rgb(image).save(temporary, format=image_format, **options), overwrite)

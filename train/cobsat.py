@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import tempfile
 import zlib
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from thinkdiff_core.files import write_atomic
 from thinkdiff_core.images import open_image, save_image
 from thinkdiff_core.pipeline import (
     FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
@@ -96,17 +96,12 @@ def judgement_file(out: Path, judge_name: str, case: Case) -> Path:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    """Atomic: a resumed run or a reader never sees half a file."""
+    write_atomic(path, lambda temporary: temporary.write_text(text), overwrite=True)
 
 
 # --- generate ---
