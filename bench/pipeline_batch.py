@@ -4,7 +4,8 @@
 
 Both sides run the same 8 Color-I 2-shot prompts (a synthetic CoBSAT folder) with the reference
 generation settings (128 new tokens, min = max; 28 FLUX steps) at the tiny models' 64x64: one call
-with a batch of 8 (one VLM batch, one FLUX batch) against 8 calls of one. Best of `--repeats`.
+with a batch of 8 (one VLM batch, one FLUX batch) against 8 calls of one. Best of `--repeats`,
+interleaved.
 The last lines are `name: value` rows.
 """
 
@@ -27,13 +28,15 @@ from train.cobsat import request_for  # noqa: E402
 from train.cobsat_data import build_cases, write_synthetic_dataset  # noqa: E402
 
 
-def best_time(run, repeats: int) -> float:
-    times = []
+def best_times(runs: dict, repeats: int) -> dict[str, float]:
+    """Best of `repeats` for each, the runs interleaved so that machine load drifts hit both alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -63,8 +66,8 @@ def main() -> None:
                 pipeline(request, settings, image_seeds=[seed], **common)
 
         pipeline(requests[:2], settings, image_seeds=seeds[:2], **common)  # warm-up
-        separate = best_time(one_at_a_time, args.repeats)
-        together = best_time(batched, args.repeats)
+        best = best_times({"separate": one_at_a_time, "together": batched}, args.repeats)
+        separate, together = best["separate"], best["together"]
 
     print(f"prompts: {len(requests)}")
     print(f"torch_threads: {args.threads}")
