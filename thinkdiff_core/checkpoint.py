@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .aligner import Aligner
+from .files import write_atomic
 from .tokens import CLIP_RECIPE, LVLM_RECIPE, RECIPE_VARIANTS, ThinkDiffTokens
 
 FORMAT_NAME = "thinkdiff-aligner"
@@ -254,19 +255,9 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
 def write_safetensors_atomic(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str],
                              overwrite: bool = False) -> Path:
     """Write a `.safetensors` file via a temp file and a rename: never half-written, never replaced unasked."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise ValueError(f"Expected a .safetensors destination; got {path.name}.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    if Path(path).suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ValueError(f"Expected a .safetensors destination; got {Path(path).name}.")
+    return write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata), overwrite)
 
 
 def convert_official(source: str | os.PathLike[str], destination: str | os.PathLike[str],
