@@ -203,6 +203,11 @@ class NodeSpec:
 
 _SETTINGS = GenerationSettings()
 
+DTYPE_INPUT = InputSpec("dtype", "COMBO", options=("auto", *DTYPES), default="auto", tooltip=(
+    "Weight precision. auto: bf16 on CUDA (what the reference ran; fp16 if the GPU lacks bf16), fp16 on Apple MPS, "
+    "fp32 on the CPU."))
+"""The loaders' precision choice (VLM and vision tower), resolved by `thinkdiff_core.vlm.resolve_dtype`."""
+
 VLM_LOADER = NodeSpec(
     node_id="ThinkDiffVLMLoader",
     display_name="Load ThinkDiff VLM",
@@ -216,8 +221,7 @@ VLM_LOADER = NodeSpec(
         InputSpec("model", "COMBO", live_options=VLM_FOLDERS, tooltip=(
             "A model folder under models/vlm/ or models/LLM/ (or a path extra_model_paths.yaml gives for 'vlm' or "
             "'LLM'), e.g. Qwen2-VL-7B-Instruct, the VLM the official ThinkDiff-LVLM aligner was trained on.")),
-        InputSpec("dtype", "COMBO", options=("auto", *DTYPES), default="auto", tooltip=(
-            "Weight precision. auto: bf16 on CUDA (fp16 if the GPU lacks bf16), fp16 on Apple MPS, fp32 on the CPU.")),
+        DTYPE_INPUT,
         InputSpec("trust_remote_code", "BOOLEAN", default=False, tooltip=(
             "Run Python code shipped inside the model folder. Off: only transformers' own Qwen-VL code runs. "
             "Switch on only for a folder whose code you trust.")),
@@ -326,9 +330,7 @@ VISION_LOADER = NodeSpec(
             "A BLIP-2 folder (config.json with model_type blip-2, e.g. blip2-flan-t5-xxl) or a converted vision "
             ".safetensors under models/thinkdiff/ or models/clip_vision/ (or a path extra_model_paths.yaml gives for "
             "'thinkdiff' or 'clip_vision'). Aligners and other CLIP vision models are not listed.")),
-        InputSpec("dtype", "COMBO", options=("auto", *DTYPES), default="auto", tooltip=(
-            "Weight precision. auto: bf16 on CUDA (what the reference ran; fp16 if the GPU lacks bf16), fp16 on "
-            "Apple MPS, fp32 on the CPU.")),
+        DTYPE_INPUT,
     ),
     outputs=(OutputSpec(VISION_TYPE, "vision", "The loaded vision tower, for ThinkDiff Encode Images."),),
 )

@@ -183,7 +183,7 @@ def test_the_shipped_clip_workflow_runs_to_a_saved_png(server, api_workflows, na
     if the_id(prompt, "ThinkDiffVisionLoader") not in cached:  # a new tower: ComfyUI's memory manager loaded it
         assert "Requested to load ThinkDiffModel" in log
     assert "unet missing" not in log and "unet unexpected" not in log
-    print(f"\n{name}: {prompt_id} success, {pictures} picture(s) -> {pictures * 65} image tokens before the prompt, "
+    print(f"\n{name}: {prompt_id} success, {pictures} picture(s) encoded and prepended to the prompt, "
           f"saved {saved['filename']}")
 
 
