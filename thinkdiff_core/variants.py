@@ -152,7 +152,7 @@ class VisionSource:
                 raise ValueError(
                     "ThinkDiff-CLIP has no VLM, so words and instructions are not read (got "
                     f"words={list(request.words)}, instruction={request.instruction!r}). Write what you want in the "
-                    "prompt; for reasoning over images and words use the ThinkDiff-LVLM aligner with a VLM."
+                    "prompt (--prompt); for reasoning over images and words use the ThinkDiff-LVLM aligner with a VLM."
                 )
         counts = [len(request.images) for request in requests]
         if len(set(counts)) > 1:
