@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from thinkdiff_core.tiny import write_tiny_blip2, write_tiny_qwen_vl
+from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
 from thinkdiff_core.vision import VisionEncoder
 from thinkdiff_core.vlm import VisionLanguageModel
 
@@ -50,7 +50,7 @@ def tiny_vlm(load_tiny_vlm) -> VisionLanguageModel:
 @pytest.fixture(scope="session")
 def blip2_dir(tmp_path_factory):
     """One tiny blip2-flan-t5-xxl-like folder (real 224px / patch-14 geometry, vision width 32) per session."""
-    return write_tiny_blip2(tmp_path_factory.mktemp("blip2") / "blip2-flan-t5-xxl")
+    return write_tiny_blip2(tmp_path_factory.mktemp("blip2") / "blip2-flan-t5-xxl", vision_width=TINY_BLIP2_VISION_WIDTH)
 
 
 @pytest.fixture(scope="session")

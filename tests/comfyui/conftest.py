@@ -39,7 +39,9 @@ def comfy_base(tmp_path_factory) -> Path:
     from safetensors.torch import save_file
     from stand_ins import write_stand_in_node, write_taef1, write_tiny_flux
 
-    from thinkdiff_core.tiny import tiny_blip2_config, write_official_aligner, write_tiny_blip2, write_tiny_qwen_vl
+    from thinkdiff_core.tiny import (
+        TINY_BLIP2_VISION_WIDTH, write_official_aligner, write_tiny_blip2, write_tiny_qwen_vl,
+    )
     from thinkdiff_core.vision import convert_blip2_vision
 
     base = tmp_path_factory.mktemp("comfyui-base")
@@ -55,11 +57,11 @@ def comfy_base(tmp_path_factory) -> Path:
     write_official_aligner(models / "thinkdiff" / "aligner_for_hidden_32.pth", input_size=32, seed=1)
     # ThinkDiff-CLIP: the workflows' BLIP-2 folder in models/clip_vision/, a converted vision file in models/thinkdiff/
     # (beside the aligners, listed only by the vision loader), and a CLIP vision file of ComfyUI's own (listed by neither)
-    blip2 = write_tiny_blip2(models / "clip_vision" / "blip2-flan-t5-xxl")
+    blip2 = write_tiny_blip2(models / "clip_vision" / "blip2-flan-t5-xxl", vision_width=TINY_BLIP2_VISION_WIDTH)
     convert_blip2_vision(blip2, models / "thinkdiff" / "blip2_vision.safetensors")
     save_file({"vision_model.post_layernorm.weight": torch.ones(8)}, str(models / "clip_vision" / "clip_vision_h.safetensors"))
-    tower_width = tiny_blip2_config().vision_config.hidden_size  # 32: the CLIP aligner reads the tiny tower's tokens
-    write_official_aligner(models / "thinkdiff" / "thinkdiff_clip.pth", input_size=tower_width, variant="clip", seed=2)
+    write_official_aligner(models / "thinkdiff" / "thinkdiff_clip.pth", input_size=TINY_BLIP2_VISION_WIDTH, variant="clip",
+                           seed=2)  # reads the tiny tower's 32-wide tokens
     write_tiny_flux(models / "diffusion_models" / "flux1-dev.safetensors", context_width=4096)
     write_taef1(models / "vae_approx")
     (base / "input").mkdir()

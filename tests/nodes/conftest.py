@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thinkdiff_core.tiny import tiny_blip2_config, write_official_aligner
+from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH, write_official_aligner
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -45,6 +45,5 @@ def official_aligner_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("aligners")
     files = {input_size: write_official_aligner(folder / f"thinkdiff_lvlm_{input_size}.pth", input_size, seed=input_size)
              for input_size in (64, 32)}
-    tower_width = tiny_blip2_config().vision_config.hidden_size  # the `blip2_dir` fixture's tower
-    files["clip"] = write_official_aligner(folder / "thinkdiff_clip.pth", tower_width, variant="clip", seed=5)
+    files["clip"] = write_official_aligner(folder / "thinkdiff_clip.pth", TINY_BLIP2_VISION_WIDTH, variant="clip", seed=5)
     return files
