@@ -14,6 +14,7 @@ if find_spec("comfy_api") is not None:
 
     from comfy_api.latest import ComfyExtension, io
 
+    from .nodes.clip import ThinkDiffVisionEncode, ThinkDiffVisionLoader
     from .nodes.comfy_models import register_model_folders
     from .nodes.conditioning import ThinkDiffAlignerLoader, ThinkDiffConditioning
     from .nodes.lvlm import ThinkDiffReason, ThinkDiffVLMLoader
@@ -22,7 +23,8 @@ if find_spec("comfy_api") is not None:
 
     class ThinkDiffExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
-            return [ThinkDiffVLMLoader, ThinkDiffAlignerLoader, ThinkDiffReason, ThinkDiffConditioning]
+            return [ThinkDiffVLMLoader, ThinkDiffVisionLoader, ThinkDiffAlignerLoader, ThinkDiffReason,
+                    ThinkDiffVisionEncode, ThinkDiffConditioning]
 
     async def comfy_entrypoint() -> ThinkDiffExtension:
         return ThinkDiffExtension()

@@ -1,6 +1,6 @@
 """ComfyUI's side of our models: the model folders they are listed from, and its memory manager.
 
-The VLM (a 7B model) and FLUX take turns on the GPU: the VLM is wrapped in a ModelPatcher, so
+The VLM (a 7B model) or the vision tower and FLUX take turns on the GPU: each is wrapped in a ModelPatcher, so
 `load_models_gpu` moves it to the GPU when a ThinkDiff node needs it (offloading others if room is
 short) and ComfyUI offloads it again when FLUX needs the room. ModelPatcher cannot own a transformers
 model directly (its read-only `.device` property), so it owns a plain container module instead.
@@ -16,8 +16,8 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 
-from .model_folders import find_model_folders
-from .spec import ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VLM_FOLDER_KEYS
+from .model_folders import find_aligner_files, find_model_folders, find_vision_models, resolve_vision_model
+from .spec import ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VISION_FOLDER_KEYS, VLM_FOLDER_KEYS
 
 Wrapped = TypeVar("Wrapped")
 
@@ -35,21 +35,34 @@ def _register(key: str, extensions: set[str] | None) -> None:
 
 
 def register_model_folders() -> None:
-    for key in VLM_FOLDER_KEYS:
-        _register(key, None)
-    _register(ALIGNER_FOLDER_KEY, set(ALIGNER_SUFFIXES))
+    """models/vlm, models/LLM, models/thinkdiff (aligner suffixes) and ComfyUI's own clip_vision (its filter kept)."""
+    for key in dict.fromkeys((*VLM_FOLDER_KEYS, *VISION_FOLDER_KEYS)):
+        _register(key, set(ALIGNER_SUFFIXES) if key == ALIGNER_FOLDER_KEY else None)
+
+
+def _roots(keys: tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys(path for key in keys for path in folder_paths.get_folder_paths(key)))
 
 
 def vlm_roots() -> list[str]:
-    return list(dict.fromkeys(path for key in VLM_FOLDER_KEYS for path in folder_paths.get_folder_paths(key)))
+    return _roots(VLM_FOLDER_KEYS)
 
 
 def list_vlm_folders() -> list[str]:
     return find_model_folders(vlm_roots())
 
 
+def list_vision_models() -> list[str]:
+    return find_vision_models(_roots(VISION_FOLDER_KEYS))
+
+
+def vision_model_path(name: str) -> str:
+    return str(resolve_vision_model(_roots(VISION_FOLDER_KEYS), name))
+
+
 def list_aligner_files() -> list[str]:
-    return folder_paths.get_filename_list(ALIGNER_FOLDER_KEY)
+    """Aligners only: models/thinkdiff/ may also hold BLIP-2 folders and vision files, which are not listed here."""
+    return find_aligner_files(_roots((ALIGNER_FOLDER_KEY,)))
 
 
 def aligner_path(name: str) -> str:
@@ -65,7 +78,7 @@ class ThinkDiffModel(torch.nn.Module):
 
 
 class ManagedModel(Generic[Wrapped]):
-    """A library object (VLM, aligner) whose weights ComfyUI's memory manager moves between devices."""
+    """A library object (VLM, vision encoder, aligner) whose weights ComfyUI's memory manager moves between devices."""
 
     def __init__(self, wrapped: Wrapped, module: torch.nn.Module) -> None:
         self.wrapped = wrapped

@@ -1,51 +1,98 @@
-"""Hugging Face model folders under ComfyUI's model directories, found and resolved safely.
+"""Model folders and files under ComfyUI's model directories, found, filtered and resolved safely.
 
-ComfyUI's file lists hold files; a VLM is a folder (config.json, shards, tokenizer), so the loader
-lists folders that hold a `config.json` itself, as ComfyUI's diffusers loader does for
-`model_index.json`. A listed name is resolved back under the same roots only: a name from a
-hand-edited workflow cannot point outside them.
+ComfyUI's file lists hold files; a VLM or a BLIP-2 model is a folder (config.json, shards, tokenizer),
+so the loaders list folders that hold a `config.json` itself, as ComfyUI's diffusers loader does for
+`model_index.json`. A model folder's own files are parts of that model, never listed on their own (a
+BLIP-2 folder's shards are not aligners). Each loader lists only what it can load, judged from a
+config or a safetensors header: models/thinkdiff/ holds aligners and vision files side by side, told
+apart by their metadata `format`. A listed name is resolved back under the same roots only: a name
+from a hand-edited workflow cannot point outside them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from ..thinkdiff_core.checkpoint import is_aligner_file
+from ..thinkdiff_core.vision import is_vision_source
 
 CONFIG_FILE = "config.json"
 
+Roots = Iterable[str | os.PathLike[str]]
 
-def find_model_folders(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Names (relative to their root, '/'-separated) of folders holding config.json, sorted, first root wins.
 
-    A model folder's own subfolders are not searched: they hold parts of that model, not other models.
-    """
-    names: list[str] = []
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
+def _walk(root: Path) -> Iterator[tuple[Path, bool]]:
+    """(path, is_model_folder) for the model folders under `root` and the files outside them; hidden ones skipped."""
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        here = Path(folder)
+        if CONFIG_FILE in files and here != root:
+            yield here, True
+            subfolders.clear()
             continue
-        for folder, subfolders, files in os.walk(root, followlinks=True):
-            if CONFIG_FILE in files and Path(folder) != root:
-                names.append(Path(folder).relative_to(root).as_posix())
-                subfolders.clear()
-            else:
-                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield here / name, False
+
+
+def _find(roots: Roots, keep: Callable[[Path, bool], bool]) -> list[str]:
+    """Names (relative to their root, '/'-separated) of the entries `keep` accepts, sorted, listed once."""
+    names: list[str] = []
+    for root in map(Path, roots):
+        if root.is_dir():
+            names += [path.relative_to(root).as_posix() for path, is_folder in _walk(root) if keep(path, is_folder)]
     return sorted(dict.fromkeys(names))
 
 
-def resolve_model_folder(roots: Iterable[str | os.PathLike[str]], name: str) -> Path:
-    """The folder `name` under the first root that has it, refusing names that leave the roots."""
-    roots = [Path(root) for root in roots]
+def find_model_folders(roots: Roots) -> list[str]:
+    """Folders holding config.json (a root that is itself a model folder is not listed)."""
+    return _find(roots, lambda path, is_folder: is_folder)
+
+
+def find_vision_models(roots: Roots) -> list[str]:
+    """BLIP-2 folders (config.json with model_type blip-2) and converted vision `.safetensors` files."""
+    return _find(roots, lambda path, is_folder: is_vision_source(path))
+
+
+def find_aligner_files(roots: Roots) -> list[str]:
+    """Official `.pth`-style aligner files and our aligner `.safetensors` (not vision files, not model shards)."""
+    return _find(roots, lambda path, is_folder: not is_folder and is_aligner_file(path))
+
+
+def _under_roots(roots: Roots, name: str, found: Callable[[Path], bool]) -> Path | None:
+    """`root / name` for the first root where `found` accepts it; names that leave the roots are refused."""
     relative = Path(name)
     if not name or relative.is_absolute() or ".." in relative.parts:
-        raise ValueError(f"{name!r} is not a model folder name; pick one of the folders the loader lists.")
-    for root in roots:
-        candidate = root / relative
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    searched = ", ".join(str(root) for root in roots) or "(no folders registered)"
-    raise FileNotFoundError(
-        f"No model folder {name!r} with a config.json under {searched}. Put the Hugging Face folder (e.g. "
-        f"Qwen2-VL-7B-Instruct with its config.json and *.safetensors) in models/vlm/ or models/LLM/, then refresh."
-    )
+        raise ValueError(f"{name!r} is not a model name; pick one of the entries the loader lists.")
+    return next((Path(root) / relative for root in roots if found(Path(root) / relative)), None)
+
+
+def _searched(roots: list[Path]) -> str:
+    return ", ".join(str(root) for root in roots) or "(no folders registered)"
+
+
+def resolve_model_folder(roots: Roots, name: str) -> Path:
+    """The folder `name` (holding config.json) under the first root that has it."""
+    roots = [Path(root) for root in roots]
+    folder = _under_roots(roots, name, lambda candidate: (candidate / CONFIG_FILE).is_file())
+    if folder is None:
+        raise FileNotFoundError(
+            f"No model folder {name!r} with a config.json under {_searched(roots)}. Put the Hugging Face folder (e.g. "
+            f"Qwen2-VL-7B-Instruct with its config.json and *.safetensors) in models/vlm/ or models/LLM/, then refresh."
+        )
+    return folder
+
+
+def resolve_vision_model(roots: Roots, name: str) -> Path:
+    """The BLIP-2 folder or converted vision file `name` under the first root that has it."""
+    roots = [Path(root) for root in roots]
+    path = _under_roots(roots, name, lambda candidate: candidate.is_file() or (candidate / CONFIG_FILE).is_file())
+    if path is None:
+        raise FileNotFoundError(
+            f"No BLIP-2 folder or vision file {name!r} under {_searched(roots)}. Put the blip2-flan-t5-xxl folder "
+            f"(config.json, *.safetensors) or a file from `python -m thinkdiff_core.convert vision` in "
+            f"models/thinkdiff/ or models/clip_vision/, then refresh."
+        )
+    return path

@@ -22,6 +22,7 @@ from ..thinkdiff_core import (
     parse_words,
 )
 from ..thinkdiff_core.images import tensor_to_pil
+from ..thinkdiff_core.vision import VisionEncoder
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
@@ -54,6 +55,11 @@ def reason(vlm: VisionLanguageModel, images: Mapping[str, torch.Tensor | None], 
     pictures = [picture for batch in ordered_images(images) for picture in tensor_to_pil(batch)]
     prompt = build_prompt(preset, pictures, parse_words(words), custom_instruction)
     return vlm.generate([prompt], settings, on_token=on_token)
+
+
+def encode_images(encoder: VisionEncoder, images: Mapping[str, torch.Tensor | None]) -> ThinkDiffTokens:
+    """The Encode Images node: the connected slots' pictures in order (a batch counts as its pictures), one row."""
+    return encoder.encode(ordered_images(images))
 
 
 def condition(aligner: LoadedAligner, tokens: ThinkDiffTokens, base: list, mode: str) -> list:

@@ -2,8 +2,7 @@
 
 `comfy_schema.build_schema` turns each `NodeSpec` into a ComfyUI `io.Schema`; the default test suite
 reads the same description to check the shipped workflows' widget values without importing ComfyUI.
-Adding a node (e.g. the ThinkDiff-CLIP vision encoder) is one more `NodeSpec` here plus a node class
-whose `execute` calls the library.
+Adding a node is one more `NodeSpec` here plus a node class whose `execute` calls the library.
 
 Defaults and choices come from `thinkdiff_core` (generation settings, presets, merge modes, dtypes,
 aligner file types), so the nodes cannot drift from the library.
@@ -20,9 +19,10 @@ from ..thinkdiff_core.checkpoint import OFFICIAL_SUFFIXES, SAFETENSORS_SUFFIXES
 from ..thinkdiff_core.vlm import DTYPES
 
 VLM_TYPE = "THINKDIFF_VLM"
+VISION_TYPE = "THINKDIFF_VISION"
 ALIGNER_TYPE = "THINKDIFF_ALIGNER"
 TOKENS_TYPE = "THINKDIFF_TOKENS"
-CUSTOM_TYPES = (VLM_TYPE, ALIGNER_TYPE, TOKENS_TYPE)
+CUSTOM_TYPES = (VLM_TYPE, VISION_TYPE, ALIGNER_TYPE, TOKENS_TYPE)
 """Our own socket types: only our nodes produce and read them."""
 
 WIDGET_TYPES = ("COMBO", "INT", "FLOAT", "STRING", "BOOLEAN")
@@ -33,8 +33,11 @@ VLM_FOLDER_KEYS = ("vlm", "LLM")
 """ComfyUI model-folder keys (models/vlm/, models/LLM/, and extra_model_paths.yaml entries) searched for VLMs."""
 ALIGNER_FOLDER_KEY = "thinkdiff"
 ALIGNER_SUFFIXES = SAFETENSORS_SUFFIXES + OFFICIAL_SUFFIXES
+VISION_FOLDER_KEYS = (ALIGNER_FOLDER_KEY, "clip_vision")
+"""Keys searched for the ThinkDiff-CLIP vision tower: models/thinkdiff/ and ComfyUI's own models/clip_vision/."""
 
 VLM_FOLDERS = "vlm_folders"
+VISION_MODELS = "vision_models"
 ALIGNER_FILES = "aligner_files"
 """Names of option lists read from disk when ComfyUI asks for a schema (what a loader offers)."""
 
@@ -121,6 +124,8 @@ class InputSpec:
                 return f"{value!r} is not a file or folder name"
             if self.live_options == ALIGNER_FILES and not value.lower().endswith(ALIGNER_SUFFIXES):
                 return f"{value!r} is not an aligner file ({', '.join(ALIGNER_SUFFIXES)})"
+            if self.live_options == VISION_MODELS and value.lower().endswith(OFFICIAL_SUFFIXES):
+                return f"{value!r} is not a vision tower (a BLIP-2 folder or a converted .safetensors file)"
             return None
         if self.type == "BOOLEAN":
             return None if isinstance(value, bool) else f"{value!r} is not true/false"
@@ -198,6 +203,11 @@ class NodeSpec:
 
 _SETTINGS = GenerationSettings()
 
+DTYPE_INPUT = InputSpec("dtype", "COMBO", options=("auto", *DTYPES), default="auto", tooltip=(
+    "Weight precision. auto: bf16 on CUDA (what the reference ran; fp16 if the GPU lacks bf16), fp16 on Apple MPS, "
+    "fp32 on the CPU."))
+"""The loaders' precision choice (VLM and vision tower), resolved by `thinkdiff_core.vlm.resolve_dtype`."""
+
 VLM_LOADER = NodeSpec(
     node_id="ThinkDiffVLMLoader",
     display_name="Load ThinkDiff VLM",
@@ -211,8 +221,7 @@ VLM_LOADER = NodeSpec(
         InputSpec("model", "COMBO", live_options=VLM_FOLDERS, tooltip=(
             "A model folder under models/vlm/ or models/LLM/ (or a path extra_model_paths.yaml gives for 'vlm' or "
             "'LLM'), e.g. Qwen2-VL-7B-Instruct, the VLM the official ThinkDiff-LVLM aligner was trained on.")),
-        InputSpec("dtype", "COMBO", options=("auto", *DTYPES), default="auto", tooltip=(
-            "Weight precision. auto: bf16 on CUDA (fp16 if the GPU lacks bf16), fp16 on Apple MPS, fp32 on the CPU.")),
+        DTYPE_INPUT,
         InputSpec("trust_remote_code", "BOOLEAN", default=False, tooltip=(
             "Run Python code shipped inside the model folder. Off: only transformers' own Qwen-VL code runs. "
             "Switch on only for a folder whose code you trust.")),
@@ -225,14 +234,15 @@ ALIGNER_LOADER = NodeSpec(
     display_name="Load ThinkDiff Aligner",
     category=CATEGORY_LOADERS,
     description=(
-        "Loads a ThinkDiff aligner from models/thinkdiff/: the official thinkdiff_lvlm.pth (read as weights only, "
-        "never unpickled otherwise) or a .safetensors file written by this pack. The aligner maps the VLM's "
-        "features into the T5 space FLUX reads its prompt from."
+        "Loads a ThinkDiff aligner from models/thinkdiff/: the official thinkdiff_lvlm.pth or thinkdiff_clip.pth "
+        "(read as weights only, never unpickled otherwise) or a .safetensors aligner written by this pack. The "
+        "aligner maps the VLM's (or the vision encoder's) features into the T5 space FLUX reads its prompt from."
     ),
     inputs=(
         InputSpec("aligner_name", "COMBO", live_options=ALIGNER_FILES, tooltip=(
-            "An aligner file under models/thinkdiff/: thinkdiff_lvlm.pth (official, for Qwen2-VL-7B-Instruct) or "
-            "a .safetensors aligner.")),
+            "An aligner file under models/thinkdiff/: thinkdiff_lvlm.pth (official, for Qwen2-VL-7B-Instruct and "
+            "ThinkDiff Reason), thinkdiff_clip.pth (official, for the BLIP-2 vision tower and ThinkDiff Encode "
+            "Images) or a .safetensors aligner.")),
     ),
     outputs=(OutputSpec(ALIGNER_TYPE, "aligner", "The aligner, for the ThinkDiff Conditioning node."),),
 )
@@ -291,16 +301,59 @@ CONDITIONING = NodeSpec(
     ),
     inputs=(
         InputSpec("aligner", ALIGNER_TYPE, tooltip="The aligner from Load ThinkDiff Aligner, trained for the tokens' source model."),
-        InputSpec("tokens", TOKENS_TYPE, tooltip="Tokens from ThinkDiff Reason."),
+        InputSpec("tokens", TOKENS_TYPE, tooltip=(
+            "Tokens from ThinkDiff Reason (LVLM) or ThinkDiff Encode Images (CLIP); the aligner must be the one "
+            "trained for them.")),
         InputSpec("conditioning", "CONDITIONING", tooltip=(
-            "Base FLUX conditioning (CLIPTextEncode with a FLUX DualCLIPLoader, FluxGuidance, ...). Use an empty "
-            "prompt for the reference recipe: its pooled CLIP-L vector and guidance are kept.")),
+            "Base FLUX conditioning (CLIPTextEncode with a FLUX DualCLIPLoader, FluxGuidance, ...); its pooled CLIP-L "
+            "vector and guidance are kept. LVLM recipe: an empty prompt. CLIP recipe: your prompt, whose T5 tokens "
+            "follow the images.")),
         InputSpec("mode", "COMBO", options=MODES, default=MODES[0], tooltip=(
-            "replace: the aligned tokens are the whole prompt (the ThinkDiff-LVLM recipe). prepend / append: put "
-            "them before / after the base prompt's own T5 tokens.")),
+            "replace: the aligned tokens are the whole prompt (the ThinkDiff-LVLM recipe). prepend: put them before "
+            "the base prompt's own T5 tokens (the ThinkDiff-CLIP recipe). append: put them after.")),
     ),
     outputs=(OutputSpec("CONDITIONING", "conditioning", "FLUX conditioning for any sampler."),),
 )
 
-ALL_NODES = (VLM_LOADER, ALIGNER_LOADER, REASON, CONDITIONING)
+VISION_LOADER = NodeSpec(
+    node_id="ThinkDiffVisionLoader",
+    display_name="Load ThinkDiff Vision Encoder",
+    category=CATEGORY_LOADERS,
+    description=(
+        "Loads the frozen BLIP-2 vision tower (EVA ViT-g) that ThinkDiff-CLIP reads images with: from a full "
+        "blip2-flan-t5-xxl folder only the vision tensors are read (the language model is never loaded), or from a "
+        "vision-only .safetensors written by `python -m thinkdiff_core.convert vision`. ComfyUI's memory manager "
+        "holds it: it moves to the GPU when Encode Images runs and is offloaded when another model needs the room."
+    ),
+    inputs=(
+        InputSpec("model", "COMBO", live_options=VISION_MODELS, tooltip=(
+            "A BLIP-2 folder (config.json with model_type blip-2, e.g. blip2-flan-t5-xxl) or a converted vision "
+            ".safetensors under models/thinkdiff/ or models/clip_vision/ (or a path extra_model_paths.yaml gives for "
+            "'thinkdiff' or 'clip_vision'). Aligners and other CLIP vision models are not listed.")),
+        DTYPE_INPUT,
+    ),
+    outputs=(OutputSpec(VISION_TYPE, "vision", "The loaded vision tower, for ThinkDiff Encode Images."),),
+)
+
+VISION_ENCODE = NodeSpec(
+    node_id="ThinkDiffVisionEncode",
+    display_name="ThinkDiff Encode Images (CLIP)",
+    category=CATEGORY_CONDITIONING,
+    description=(
+        "Turns pictures into ThinkDiff-CLIP tokens: each picture is resized to 224x224 and read by the vision tower; "
+        "its class token and its 16x16 patch grid shrunk to 8x8 give 65 tokens, the pictures' tokens in order. "
+        "Feed them with the CLIP aligner to ThinkDiff Conditioning in prepend mode, so FLUX sees the pictures "
+        "before your prompt."
+    ),
+    inputs=(
+        InputSpec("vision", VISION_TYPE, tooltip="The vision tower from Load ThinkDiff Vision Encoder."),
+        InputSpec("images", "IMAGE", grow=Grow(prefix="image", minimum=1, maximum=16), tooltip=(
+            "The pictures, in order; connecting the last slot adds another. A batch counts as that many pictures. "
+            "Each adds 65 tokens to the FLUX prompt.")),
+    ),
+    outputs=(OutputSpec(TOKENS_TYPE, "tokens", (
+        "65 tokens per picture, in order, for ThinkDiff Conditioning with the CLIP aligner (thinkdiff_clip.pth).")),),
+)
+
+ALL_NODES = (VLM_LOADER, ALIGNER_LOADER, REASON, CONDITIONING, VISION_LOADER, VISION_ENCODE)
 NODES_BY_ID = {spec.node_id: spec for spec in ALL_NODES}

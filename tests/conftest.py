@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from thinkdiff_core.tiny import write_tiny_qwen_vl
+from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
+from thinkdiff_core.vision import VisionEncoder
 from thinkdiff_core.vlm import VisionLanguageModel
 
 torch.set_num_threads(1)
@@ -44,6 +45,17 @@ def load_tiny_vlm(tiny_vlm_dirs):
 @pytest.fixture(scope="session")
 def tiny_vlm(load_tiny_vlm) -> VisionLanguageModel:
     return load_tiny_vlm("qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def blip2_dir(tmp_path_factory):
+    """One tiny blip2-flan-t5-xxl-like folder (real 224px / patch-14 geometry, vision width 32) per session."""
+    return write_tiny_blip2(tmp_path_factory.mktemp("blip2") / "blip2-flan-t5-xxl", vision_width=TINY_BLIP2_VISION_WIDTH)
+
+
+@pytest.fixture(scope="session")
+def vision_encoder(blip2_dir) -> VisionEncoder:
+    return VisionEncoder.from_pretrained(blip2_dir, dtype="fp32", device="cpu")
 
 
 @pytest.fixture

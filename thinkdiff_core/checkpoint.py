@@ -137,6 +137,25 @@ def _validated_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def safetensors_format(path: str | os.PathLike[str]) -> str | None:
+    """The `format` entry of a safetensors file's metadata (None if absent or the file is not safetensors).
+
+    Reads only the header, so listing a folder of multi-gigabyte files stays cheap; our files say
+    `thinkdiff-aligner` or `thinkdiff-vision`, which tells them apart without loading any tensor.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError):
+        return None
+
+
+def is_aligner_file(path: str | os.PathLike[str]) -> bool:
+    """Whether `load_aligner` takes this file by its kind: an official `.pth`-style file or our `.safetensors`."""
+    suffix = Path(path).suffix.lower()
+    return suffix in OFFICIAL_SUFFIXES or (suffix in SAFETENSORS_SUFFIXES and safetensors_format(path) == FORMAT_NAME)
+
+
 def load_aligner(path: str | os.PathLike[str], device: torch.device | str = "cpu",
                  dtype: torch.dtype | None = None) -> LoadedAligner:
     """Load our `.safetensors` or an official `.pth`, validating every shape before use."""

@@ -433,3 +433,32 @@ def write_tiny_thinkdiff_clip(root: str | os.PathLike[str], seed: int = 0) -> di
     aligner = write_tiny_aligner(root / "clip_aligner.safetensors", source_model_id=blip2.name,
                                  input_size=TINY_BLIP2_VISION_WIDTH, token_recipe=CLIP_RECIPE, seed=seed)
     return {"vision_encoder": blip2, "flux": flux, "aligner": aligner}
+
+
+# --- Official-layout aligner checkpoints (stand-ins for Mifucius/ThinkDiff's .pth files) -----------------------
+
+OFFICIAL_TRAIN_CONFIGS: dict[str, dict] = {
+    "lvlm": {"model": {"arch": "mllama-vllm-t5-embed-decoder-2", "mm_projector_type": "mlp2x_gelu_t5_norm",
+                       "mllama_pretrained_model_name_or_path": "Qwen/Qwen2-VL-7B-Instruct"}},
+    "clip": {"model": {"arch": "blip-vision-t5-decoder", "mm_projector_type": "mlp2x_gelu_t5_norm",
+                       "blip2_pretrained_model_name_or_path": "Salesforce/blip2-flan-t5-xxl",
+                       "vision_downsample_factor": 2}},
+}
+"""The `config.model` entries of the reference training configs that `load_aligner` reads the variant from."""
+
+
+def write_official_aligner(path: str | os.PathLike[str], input_size: int, output_size: int = 4096,
+                           variant: str = "lvlm", seed: int = 0) -> Path:
+    """A random aligner in the official `torch.save` layout `{"model": {"mm_projector.*"}, "config": ...}`.
+
+    The config names the variant as the real `thinkdiff_lvlm.pth` / `thinkdiff_clip.pth` do, so a stand-in
+    whose input width is a tiny model's (not 3584 or 1408) still loads as that variant.
+    """
+    from .aligner import Aligner
+
+    torch.manual_seed(seed)
+    state = {f"mm_projector.{k}": v for k, v in Aligner(input_size, output_size).state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state, "config": OFFICIAL_TRAIN_CONFIGS[variant]}, path)
+    return path

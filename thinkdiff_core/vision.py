@@ -36,7 +36,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import Blip2Config, Blip2VisionConfig, Blip2VisionModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .checkpoint import write_safetensors_atomic
+from .checkpoint import safetensors_format, write_safetensors_atomic
 from .images import as_pil, tensor_to_pil
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
 from .vlm import HUB_ID, _model_id_of, resolve_dtype
@@ -219,6 +219,19 @@ def _read_converted(path: Path, device: torch.device | str | None, dtype: torch.
     _read(path, names, tensors, device, dtype)
     return VisionWeights(tensors, _vision_config(json.loads(metadata["vision_config"])),
                          json.loads(metadata["image_processor"]), metadata.get("source_model_id", path.stem), [path])
+
+
+def is_vision_source(path: str | os.PathLike[str]) -> bool:
+    """Whether `read_vision_weights` takes `path` by its kind: a folder whose config.json says BLIP-2, or a
+    converted vision file. Reads a config or a safetensors header only, so a loader can list folders cheaply."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and config.get("model_type") == BLIP2_MODEL_TYPE
+    return path.suffix.lower() == ".safetensors" and safetensors_format(path) == FORMAT_NAME
 
 
 def read_vision_weights(path: str | os.PathLike[str], device: torch.device | str | None = None,

@@ -1,21 +1,9 @@
-"""ThinkDiff-CLIP fixtures: one tiny BLIP-2 folder (real 224px / patch-14 geometry) and its encoder per session."""
+"""ThinkDiff-CLIP fixtures (the tiny BLIP-2 folder and its encoder, `blip2_dir` and `vision_encoder`, are
+session fixtures in tests/conftest.py, shared with the node tests)."""
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from thinkdiff_core.tiny import write_tiny_blip2
-from thinkdiff_core.vision import VisionEncoder
-
-
-@pytest.fixture(scope="session")
-def blip2_dir(tmp_path_factory):
-    return write_tiny_blip2(tmp_path_factory.mktemp("blip2") / "blip2-flan-t5-xxl")
-
-
-@pytest.fixture(scope="session")
-def vision_encoder(blip2_dir) -> VisionEncoder:
-    return VisionEncoder.from_pretrained(blip2_dir, dtype="fp32", device="cpu")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -35,9 +36,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def comfy_base(tmp_path_factory) -> Path:
     """ComfyUI's base directory: custom_nodes (this pack + the stand-in node), models, input pictures."""
-    from stand_ins import write_official_aligner, write_stand_in_node, write_taef1, write_tiny_flux
+    from safetensors.torch import save_file
+    from stand_ins import write_stand_in_node, write_taef1, write_tiny_flux
 
-    from thinkdiff_core.tiny import write_tiny_qwen_vl
+    from thinkdiff_core.tiny import (
+        TINY_BLIP2_VISION_WIDTH, write_official_aligner, write_tiny_blip2, write_tiny_qwen_vl,
+    )
+    from thinkdiff_core.vision import convert_blip2_vision
 
     base = tmp_path_factory.mktemp("comfyui-base")
     custom_nodes = base / "custom_nodes"
@@ -50,6 +55,13 @@ def comfy_base(tmp_path_factory) -> Path:
     write_tiny_qwen_vl(models / "vlm" / "tiny-Qwen2.5-VL", "qwen2_5_vl")
     write_official_aligner(models / "thinkdiff" / "thinkdiff_lvlm.pth", input_size=TINY_VLM_HIDDEN)
     write_official_aligner(models / "thinkdiff" / "aligner_for_hidden_32.pth", input_size=32, seed=1)
+    # ThinkDiff-CLIP: the workflows' BLIP-2 folder in models/clip_vision/, a converted vision file in models/thinkdiff/
+    # (beside the aligners, listed only by the vision loader), and a CLIP vision file of ComfyUI's own (listed by neither)
+    blip2 = write_tiny_blip2(models / "clip_vision" / "blip2-flan-t5-xxl", vision_width=TINY_BLIP2_VISION_WIDTH)
+    convert_blip2_vision(blip2, models / "thinkdiff" / "blip2_vision.safetensors")
+    save_file({"vision_model.post_layernorm.weight": torch.ones(8)}, str(models / "clip_vision" / "clip_vision_h.safetensors"))
+    write_official_aligner(models / "thinkdiff" / "thinkdiff_clip.pth", input_size=TINY_BLIP2_VISION_WIDTH, variant="clip",
+                           seed=2)  # reads the tiny tower's 32-wide tokens
     write_tiny_flux(models / "diffusion_models" / "flux1-dev.safetensors", context_width=4096)
     write_taef1(models / "vae_approx")
     (base / "input").mkdir()

@@ -6,7 +6,8 @@
   `txt_in.weight`'s width is the text width it reads (4096 like T5-XXL, what the aligner writes).
 - TAEF1: the tiny FLUX autoencoder's encoder/decoder files (models/vae_approx/), so VAELoader offers
   "taef1". Every tensor gets explicit random values (ComfyUI leaves missing ones uninitialised).
-- The official ThinkDiff `.pth` layout: `{"model": {"mm_projector.*"}, "config": {...}}`.
+- The official ThinkDiff `.pth` layout: `thinkdiff_core.tiny.write_official_aligner`.
+- BLIP-2: `thinkdiff_core.tiny.write_tiny_blip2`, a tiny folder in the blip2-flan-t5-xxl layout.
 - A test-only custom node standing in for ComfyUI's FLUX text encoder (whose loader always builds a
   full-size T5-XXL, too big for the test machines): it outputs conditioning of the FLUX shape.
 """
@@ -121,19 +122,6 @@ def write_taef1(folder: Path, seed: int = 0) -> Path:
     save_file(_random(encoder, seed, torch.float32), str(folder / "taef1_encoder.safetensors"))
     save_file(_random(decoder, seed + 1, torch.float32), str(folder / "taef1_decoder.safetensors"))
     return folder
-
-
-def write_official_aligner(path: Path, input_size: int, output_size: int = 4096, seed: int = 0,
-                           vlm_id: str = "Qwen/Qwen2-VL-7B-Instruct") -> Path:
-    """An aligner in the official checkpoint layout (what `thinkdiff_lvlm.pth` holds), random weights."""
-    from thinkdiff_core import Aligner
-
-    torch.manual_seed(seed)
-    state = {f"mm_projector.{k}": v for k, v in Aligner(input_size, output_size).state_dict().items()}
-    config = {"model": {"arch": "thinkdiff_lvlm", "mllama_pretrained_model_name_or_path": vlm_id}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state, "config": config}, path)
-    return path
 
 
 STAND_IN_NODE_ID = "ThinkDiffTestStandInTextEncode"

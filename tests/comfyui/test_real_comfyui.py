@@ -1,9 +1,16 @@
 """Opt-in: the pack inside a real ComfyUI server, driven like a user's browser drives it.
 
-Stand-ins (see stand_ins.py): tiny models in the real file layouts under the workflows' file names, and
-one swap the suite must make: ComfyUI's FLUX text-encoder loader always builds a full-size T5-XXL, so
-`DualCLIPLoader` + `CLIPTextEncode` (ComfyUI's nodes, never ours) become a test-only node with
-FLUX-shaped output. `ae.safetensors` becomes TAEF1 and the image 64x64 with 3 steps, for speed.
+Stand-ins (see stand_ins.py and conftest.py): tiny models in the real file layouts under the workflows'
+file names: a tiny Qwen2-VL folder as `Qwen2-VL-7B-Instruct`, a tiny random BLIP-2 folder (vision width
+32, the real 224px / patch-14 geometry, so 65 tokens per picture) as `blip2-flan-t5-xxl`, official-layout
+`thinkdiff_lvlm.pth` (64 -> 4096) and `thinkdiff_clip.pth` (32 -> 4096), a 1+1-block FLUX.1-dev reading
+4096-wide text, TAEF1. One swap the suite must make: ComfyUI's FLUX text-encoder loader always builds a
+full-size T5-XXL, so `DualCLIPLoader` + `CLIPTextEncode` (ComfyUI's nodes, never ours) become a
+test-only node that outputs a base conditioning of the FLUX shape (256 tokens x 4096 and a pooled
+768 vector, both derived from the prompt text): in the LVLM workflows it stands for the empty prompt
+whose tokens are replaced, in the CLIP workflows for the user's prompt, whose tokens follow the
+pictures' (prepend) and whose pooled vector FLUX reads. `ae.safetensors` becomes TAEF1 and the image
+64x64 with 3 steps, for speed; every other node and value is the shipped workflow's.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,7 +28,9 @@ from stand_ins import STAND_IN_NODE_ID
 
 pytestmark = pytest.mark.comfyui
 
-OURS = ("ThinkDiffVLMLoader", "ThinkDiffAlignerLoader", "ThinkDiffReason", "ThinkDiffConditioning")
+OURS = ("ThinkDiffVLMLoader", "ThinkDiffAlignerLoader", "ThinkDiffReason", "ThinkDiffConditioning",
+        "ThinkDiffVisionLoader", "ThinkDiffVisionEncode")
+WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_clip_compose", "thinkdiff_clip_image_text"]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +114,11 @@ def test_loaders_list_model_folders_from_models_and_extra_model_paths(server):
     vlm_options = server.get("/object_info/ThinkDiffVLMLoader")["ThinkDiffVLMLoader"]["input"]["required"]["model"][1]
     assert vlm_options["options"] == ["Qwen2-VL-7B-Instruct", "tiny-Qwen2.5-VL"]  # LLM: via yaml; models/vlm/
     aligners = server.get("/object_info/ThinkDiffAlignerLoader")["ThinkDiffAlignerLoader"]["input"]["required"]
-    assert aligners["aligner_name"][1]["options"] == ["aligner_for_hidden_32.pth", "thinkdiff_lvlm.pth"]
+    # not models/thinkdiff/blip2_vision.safetensors: its metadata says it is a vision file
+    assert aligners["aligner_name"][1]["options"] == ["aligner_for_hidden_32.pth", "thinkdiff_clip.pth", "thinkdiff_lvlm.pth"]
+    vision = server.get("/object_info/ThinkDiffVisionLoader")["ThinkDiffVisionLoader"]["input"]["required"]
+    # models/clip_vision/ (the BLIP-2 folder) and models/thinkdiff/ (the converted file); not clip_vision_h.safetensors
+    assert vision["model"][1]["options"] == ["blip2-flan-t5-xxl", "blip2_vision.safetensors"]
 
 
 def test_every_other_node_type_of_the_workflows_is_in_comfyui_core(server, frontend, editor_workflows):
@@ -119,16 +133,16 @@ def test_every_other_node_type_of_the_workflows_is_in_comfyui_core(server, front
 
 def test_the_template_browser_lists_the_workflows(server):
     listed = set(server.get("/workflow_templates")["ComfyUI-ThinkDiff"])
-    assert {"thinkdiff_lvlm_compose", "thinkdiff_lvlm_reasoning"} <= listed
+    assert set(WORKFLOW_NAMES) <= listed
 
 
-@pytest.mark.parametrize("name", ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose"])
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_the_frontend_reads_our_widget_values_as_the_spec_does(spec, editor_workflows, api_workflows, name):
     for node in editor_workflows[name]["nodes"]:
         if node["type"] in OURS:
             converted = api_workflows[name][str(node["id"])]["inputs"]
             widgets = {key: value for key, value in converted.items() if not isinstance(value, list)}
-            assert widgets == spec.NODES_BY_ID[node["type"]].widget_inputs(node["widgets_values"])
+            assert widgets == spec.NODES_BY_ID[node["type"]].widget_inputs(node.get("widgets_values", []))
 
 
 @pytest.mark.parametrize("name", ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose"])
@@ -147,6 +161,30 @@ def test_the_shipped_workflow_runs_to_a_saved_png(server, api_workflows, name):
     assert "Requested to load ThinkDiffModel" in log  # the VLM and aligner went through ComfyUI's memory manager
     assert "unet missing" not in log and "unet unexpected" not in log and "Missing VAE keys" not in log
     print(f"\n{name}: {prompt_id} success, saved {saved['filename']}, VLM text {len(text)} chars")
+
+
+@pytest.mark.parametrize("name, pictures", [("thinkdiff_clip_compose", 2), ("thinkdiff_clip_image_text", 1)])
+def test_the_shipped_clip_workflow_runs_to_a_saved_png(server, api_workflows, name, pictures):
+    prompt = on_stand_ins(api_workflows[name])
+    encode = the_id(prompt, "ThinkDiffVisionEncode")
+    assert sorted(key for key in prompt[encode]["inputs"] if key.startswith("images.")) == [
+        f"images.image{i}" for i in range(pictures)]
+    assert prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]["mode"] == "prepend"
+    log_before = len(server.log())
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
+    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+        assert max(hi - lo for lo, hi in image.getextrema()) > 0, "a flat image: the sampler produced no signal"
+    cached = set(status_messages(entry).get("execution_cached", {}).get("nodes", []))
+    assert encode not in cached and the_id(prompt, "ThinkDiffConditioning") not in cached  # new pictures: they ran
+    log = server.log()[log_before:]
+    if the_id(prompt, "ThinkDiffVisionLoader") not in cached:  # a new tower: ComfyUI's memory manager loaded it
+        assert "Requested to load ThinkDiffModel" in log
+    assert "unet missing" not in log and "unet unexpected" not in log
+    print(f"\n{name}: {prompt_id} success, {pictures} picture(s) encoded and prepended to the prompt, "
+          f"saved {saved['filename']}")
 
 
 def test_a_fixed_seed_lets_comfyui_reuse_the_vlm_answer(server, api_workflows):
@@ -172,6 +210,24 @@ def test_a_size_mismatch_is_an_execution_error_and_the_server_stays_up(server, a
     assert "hidden size 64" in error["exception_message"] and "expects 32" in error["exception_message"]
     assert server.process.poll() is None and server.get("/system_stats")["system"]["comfyui_version"]
     print(f"\nsize mismatch -> execution_error: {error['exception_message'][:160]}")
+
+
+@pytest.mark.parametrize("name, aligner, expected", [
+    ("thinkdiff_lvlm_reasoning", "thinkdiff_clip.pth",
+     r"ThinkDiff-LVLM path .* ThinkDiff-CLIP aligner .* Load the LVLM aligner for these tokens"),
+    ("thinkdiff_clip_compose", "thinkdiff_lvlm.pth",
+     r"ThinkDiff-CLIP path .* ThinkDiff-LVLM aligner .* Load the CLIP aligner for these tokens"),
+])
+def test_mixing_variants_is_an_execution_error_naming_the_fix(server, api_workflows, name, aligner, expected):
+    prompt = on_stand_ins(api_workflows[name])
+    prompt[the_id(prompt, "ThinkDiffAlignerLoader")]["inputs"]["aligner_name"] = aligner
+    _, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "error"
+    error = status_messages(entry)["execution_error"]
+    assert error["node_type"] == "ThinkDiffConditioning" and error["exception_type"].endswith("ValueError")
+    assert re.search(expected, error["exception_message"]), error["exception_message"]
+    assert server.process.poll() is None and server.get("/system_stats")["system"]["comfyui_version"]
+    print(f"\n{name} with {aligner} -> execution_error: {error['exception_message'][:200]}")
 
 
 async def _interrupt_once_generating(server, prompt: dict, node_id: str, after: int, timeout: float = 300) -> dict:

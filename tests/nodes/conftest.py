@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+
+from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH, write_official_aligner
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -39,15 +40,10 @@ def workflows() -> dict[str, dict]:
 
 @pytest.fixture(scope="session")
 def official_aligner_files(tmp_path_factory):
-    """Official-layout `.pth` aligners (random weights) reading 64-wide tokens (the tiny VLM) and 32-wide ones."""
-    from thinkdiff_core import Aligner
-
+    """Official-layout aligners (random weights): LVLM ones reading 64-wide tokens (the tiny VLM) and 32-wide ones,
+    and a CLIP one reading the tiny BLIP-2 tower's 32-wide tokens; all write 4096 (FLUX's T5 width)."""
     folder = tmp_path_factory.mktemp("aligners")
-    files = {}
-    for input_size in (64, 32):
-        torch.manual_seed(input_size)
-        state = {f"mm_projector.{k}": v for k, v in Aligner(input_size, 4096).state_dict().items()}
-        config = {"model": {"arch": "thinkdiff_lvlm", "mllama_pretrained_model_name_or_path": "tiny/qwen2-vl"}}
-        files[input_size] = folder / f"thinkdiff_lvlm_{input_size}.pth"
-        torch.save({"model": state, "config": config}, files[input_size])
+    files = {input_size: write_official_aligner(folder / f"thinkdiff_lvlm_{input_size}.pth", input_size, seed=input_size)
+             for input_size in (64, 32)}
+    files["clip"] = write_official_aligner(folder / "thinkdiff_clip.pth", TINY_BLIP2_VISION_WIDTH, variant="clip", seed=5)
     return files

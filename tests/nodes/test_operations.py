@@ -1,9 +1,11 @@
-"""What the Reason and Conditioning nodes do, run on a real tiny Qwen2-VL and real aligner files."""
+"""What the Reason, Encode Images and Conditioning nodes do, on a real tiny Qwen2-VL, a real tiny BLIP-2 vision
+tower and real aligner files."""
 
 import pytest
 import torch
 
-from thinkdiff_core import GenerationSettings, load_aligner, merge_conditioning
+from thinkdiff_core import CLIP_RECIPE, GenerationSettings, load_aligner, merge_conditioning
+from thinkdiff_core.images import tensor_to_pil
 from thinkdiff_core.prompts import cobsat_prompt
 
 SHORT = GenerationSettings(seed=3, max_new_tokens=6, min_new_tokens=6)
@@ -108,3 +110,47 @@ def test_condition_refuses_tokens_of_another_width_naming_both_sizes(operations,
         operations.condition(aligner, tokens_64, flux_base(), "replace")
     message = str(refused.value)
     assert "hidden size 64" in message and "expects 32" in message
+
+
+def noise_image_tensor(count: int, seed: int, size: tuple[int, int] = (48, 36)) -> torch.Tensor:
+    """A ComfyUI IMAGE batch of random pictures, so every picture's tokens differ."""
+    return torch.rand(count, *size, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def test_encode_images_puts_the_slots_pictures_in_order_in_one_row(operations, vision_encoder):
+    first, second_and_third = noise_image_tensor(1, seed=1), noise_image_tensor(2, seed=2)
+    tokens = operations.encode_images(vision_encoder, {"image1": second_and_third, "image0": first, "image2": None})
+    per_image = vision_encoder.tokens_per_image
+    assert per_image == 65 and tokens.token_recipe == CLIP_RECIPE
+    assert tokens.features.shape == (1, 3 * per_image, vision_encoder.hidden_size)
+    pictures = tensor_to_pil(first) + tensor_to_pil(second_and_third)
+    for index, picture in enumerate(pictures):
+        alone = vision_encoder.encode([picture]).features[0]
+        torch.testing.assert_close(tokens.features[0, index * per_image:(index + 1) * per_image], alone)
+
+
+def test_clip_conditioning_is_the_pictures_then_the_prompt(operations, vision_encoder, official_aligner_files):
+    """The CLIP recipe: [aligned picture 1, aligned picture 2, the base prompt's T5 tokens], pooled and guidance kept."""
+    aligner = load_aligner(official_aligner_files["clip"])
+    assert aligner.info.variant == "clip"
+    pictures = {"image0": noise_image_tensor(1, seed=3), "image1": noise_image_tensor(1, seed=4)}
+    tokens = operations.encode_images(vision_encoder, pictures)
+    base = flux_base()
+    cond, extras = operations.condition(aligner, tokens, base, "prepend")[0]
+    assert cond.shape == (1, 2 * 65 + 256, 4096)
+    for index, slot in enumerate(("image0", "image1")):
+        alone = operations.encode_images(vision_encoder, {"image0": pictures[slot]})
+        torch.testing.assert_close(cond[:, index * 65:(index + 1) * 65], aligner.module(alone.features))
+    torch.testing.assert_close(cond[:, 130:], base[0][0])
+    assert extras["pooled_output"] is base[0][1]["pooled_output"] and extras["guidance"] == 3.5
+
+
+def test_aligners_refuse_the_other_variants_tokens_naming_the_fix(operations, vision_encoder, official_aligner_files,
+                                                                  tokens_64):
+    clip_aligner, lvlm_aligner = load_aligner(official_aligner_files["clip"]), load_aligner(official_aligner_files[32])
+    clip_tokens = operations.encode_images(vision_encoder, {"image0": noise_image_tensor(1, seed=5)})
+    assert clip_tokens.hidden_size == lvlm_aligner.module.input_size  # only the recipe tells them apart
+    with pytest.raises(ValueError, match=r"ThinkDiff-LVLM path .* ThinkDiff-CLIP aligner .* Load the LVLM aligner"):
+        operations.condition(clip_aligner, tokens_64, flux_base(), "prepend")
+    with pytest.raises(ValueError, match=r"ThinkDiff-CLIP path .* ThinkDiff-LVLM aligner .* Load the CLIP aligner"):
+        operations.condition(lvlm_aligner, clip_tokens, flux_base(), "replace")

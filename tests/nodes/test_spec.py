@@ -37,6 +37,8 @@ def test_choices_and_defaults_come_from_the_library(spec):
         assert reason.input(name).default == getattr(settings, name)
     assert spec.ALIGNER_SUFFIXES == SAFETENSORS_SUFFIXES + OFFICIAL_SUFFIXES
     assert spec.VLM_LOADER.input("dtype").options[0] == "auto"
+    assert spec.VISION_LOADER.input("dtype").options == spec.VLM_LOADER.input("dtype").options
+    assert spec.VISION_FOLDER_KEYS == ("thinkdiff", "clip_vision")
 
 
 def test_socket_types_chain_loader_to_reason_to_conditioning(spec):
@@ -45,6 +47,13 @@ def test_socket_types_chain_loader_to_reason_to_conditioning(spec):
     assert spec.ALIGNER_LOADER.outputs[0].type == spec.CONDITIONING.input("aligner").type == spec.ALIGNER_TYPE
     assert [o.type for o in spec.REASON.outputs] == [spec.TOKENS_TYPE, "STRING"]
     assert spec.CONDITIONING.outputs[0].type == "CONDITIONING"
+
+
+def test_socket_types_chain_vision_loader_to_encode_to_the_same_conditioning_node(spec):
+    assert spec.VISION_LOADER.outputs[0].type == spec.VISION_ENCODE.input("vision").type == spec.VISION_TYPE
+    assert [o.type for o in spec.VISION_ENCODE.outputs] == [spec.TOKENS_TYPE] == [spec.CONDITIONING.input("tokens").type]
+    assert spec.VISION_TYPE in spec.CUSTOM_TYPES and spec.VISION_TYPE != spec.VLM_TYPE
+    assert "prepend" in spec.CONDITIONING.input("mode").tooltip and "CLIP" in spec.CONDITIONING.input("mode").tooltip
 
 
 def test_growing_image_list_names_its_slots_like_comfyui_autogrow(spec):
@@ -89,6 +98,13 @@ def test_check_widgets_values_accepts_a_valid_list_and_maps_it_to_prompt_inputs(
     }
 
 
+def test_encode_images_grows_like_the_reason_node(spec):
+    images = spec.VISION_ENCODE.input("images")
+    assert images.grow == spec.REASON.input("images").grow and images.grow.minimum == 1
+    assert spec.VISION_ENCODE.socket_names()[:3] == ["vision", "images.image0", "images.image1"]
+    assert spec.VISION_ENCODE.widgets == [] and spec.VISION_ENCODE.check_widgets_values([]) == []
+
+
 @pytest.mark.parametrize("index, bad, expected", [
     (1, "shakespeare", "not one of"),
     (3, -1, "outside"),
@@ -119,6 +135,10 @@ def test_live_combos_check_names_when_the_list_is_not_known(spec):
     assert "not a file or folder name" in aligner.check_value("")
     assert "not one of" in aligner.check_value("a.pth", {spec.ALIGNER_FILES: ["b.pth"]})
     assert spec.VLM_LOADER.input("model").check_value("Qwen2-VL-7B-Instruct") is None
+    vision = spec.VISION_LOADER.input("model")
+    assert vision.check_value("blip2-flan-t5-xxl") is None and vision.check_value("blip2_vision.safetensors") is None
+    assert "not a vision tower" in vision.check_value("thinkdiff_clip.pth")
+    assert "not one of" in vision.check_value("blip2-flan-t5-xxl", {spec.VISION_MODELS: ["blip2_vision.safetensors"]})
 
 
 def test_the_entry_point_registers_a_node_class_for_every_spec(spec):
@@ -130,7 +150,7 @@ def test_the_entry_point_registers_a_node_class_for_every_spec(spec):
     listed = {element.id for element in ast.walk(returned) if isinstance(element, ast.Name)}
     assert set(spec.NODES_BY_ID) <= listed
     classes = {}
-    for module in ("lvlm", "conditioning"):
+    for module in ("lvlm", "clip", "conditioning"):
         for node in ast.parse((REPO / "nodes" / f"{module}.py").read_text()).body:
             if isinstance(node, ast.ClassDef):
                 classes[node.name] = ast.unparse(node)

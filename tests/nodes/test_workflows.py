@@ -13,6 +13,7 @@ from thinkdiff_core import build_prompt, parse_words
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 LVLM_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_lvlm")]
+CLIP_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_clip")]
 
 CORE_NODE_TYPES = {
     # node type: where ComfyUI 0.8.0 defines it (checked against that tree; the opt-in suite checks /object_info)
@@ -31,15 +32,24 @@ CORE_NODE_TYPES = {
 }
 FRONTEND_ONLY_TYPES = {"Note"}
 
-MODEL_FILES = {
+FLUX_MODEL_FILES = {
     # (node type, widget index): the name users get from the official source
-    ("ThinkDiffVLMLoader", 0): "Qwen2-VL-7B-Instruct",
-    ("ThinkDiffAlignerLoader", 0): "thinkdiff_lvlm.pth",
     ("UNETLoader", 0): "flux1-dev.safetensors",
     ("DualCLIPLoader", 0): "clip_l.safetensors",
     ("DualCLIPLoader", 1): "t5xxl_fp16.safetensors",
     ("VAELoader", 0): "ae.safetensors",
 }
+LVLM_MODEL_FILES = {
+    ("ThinkDiffVLMLoader", 0): "Qwen2-VL-7B-Instruct",
+    ("ThinkDiffAlignerLoader", 0): "thinkdiff_lvlm.pth",
+    **FLUX_MODEL_FILES,
+}
+CLIP_MODEL_FILES = {
+    ("ThinkDiffVisionLoader", 0): "blip2-flan-t5-xxl",  # the Salesforce/blip2-flan-t5-xxl folder; only its vision tensors are read
+    ("ThinkDiffAlignerLoader", 0): "thinkdiff_clip.pth",
+    **FLUX_MODEL_FILES,
+}
+MODEL_FILES = {**{name: LVLM_MODEL_FILES for name in LVLM_WORKFLOWS}, **{name: CLIP_MODEL_FILES for name in CLIP_WORKFLOWS}}
 
 
 def nodes_of(workflow: dict, node_type: str) -> list[dict]:
@@ -59,8 +69,9 @@ def linked_from(workflow: dict, node: dict, input_name: str) -> tuple[dict, int]
     return next(n for n in workflow["nodes"] if n["id"] == link[1]), link[2]
 
 
-def test_both_workflows_ship_with_a_thumbnail():
-    assert {"thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose"} <= {path.stem for path in WORKFLOWS}
+def test_every_workflow_ships_with_a_thumbnail():
+    assert {path.stem for path in WORKFLOWS} == {"thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose",
+                                                 "thinkdiff_clip_compose", "thinkdiff_clip_image_text"}
     for path in WORKFLOWS:
         thumbnail = path.with_suffix(".jpg")
         with Image.open(thumbnail) as image:
@@ -101,7 +112,7 @@ def test_our_nodes_widget_values_and_sockets_fit_the_schemas(workflows, spec, na
         node_spec = spec.NODES_BY_ID.get(node["type"])
         if node_spec is None:
             continue
-        assert node_spec.check_widgets_values(node["widgets_values"]) == []
+        assert node_spec.check_widgets_values(node.get("widgets_values", [])) == []  # none stored for a node without widgets
         for put in node["inputs"]:
             assert put["name"] in node_spec.socket_names(), (node["type"], put["name"])
         required = [i.name for i in node_spec.inputs if not i.is_widget and i.grow is None and not i.optional]
@@ -110,12 +121,27 @@ def test_our_nodes_widget_values_and_sockets_fit_the_schemas(workflows, spec, na
         assert [o["type"] for o in node["outputs"]] == [o.type for o in node_spec.outputs]
 
 
-@pytest.mark.parametrize("name", LVLM_WORKFLOWS)
+@pytest.mark.parametrize("name", sorted(MODEL_FILES))
 def test_model_file_names_are_the_official_ones(workflows, name):
     workflow = workflows[name]
-    for (node_type, index), expected in MODEL_FILES.items():
+    for (node_type, index), expected in MODEL_FILES[name].items():
         assert the(workflow, node_type)["widgets_values"][index] == expected
     assert the(workflow, "DualCLIPLoader")["widgets_values"][2] == "flux"
+
+
+def assert_flux_tail(workflow: dict, condition: dict, size: int) -> None:
+    """Our Conditioning is the positive prompt of FLUX.1-dev at 28 steps (cfg 1: guidance is FluxGuidance's) and
+    the picture is decoded and saved."""
+    sampler = the(workflow, "KSampler")
+    assert linked_from(workflow, sampler, "positive")[0] is condition
+    assert linked_from(workflow, sampler, "model")[0]["type"] == "UNETLoader"
+    seed, control, steps, cfg = sampler["widgets_values"][:4]
+    assert steps == 28 and cfg == 1.0
+    latent, _ = linked_from(workflow, sampler, "latent_image")
+    assert latent["type"] == "EmptySD3LatentImage" and latent["widgets_values"][:2] == [size, size]
+    decode = the(workflow, "VAEDecode")
+    assert linked_from(workflow, the(workflow, "SaveImage"), "images")[0] is decode
+    assert linked_from(workflow, decode, "samples")[0] is sampler
 
 
 @pytest.mark.parametrize("name", LVLM_WORKFLOWS)
@@ -130,20 +156,35 @@ def test_the_reference_flux_recipe(workflows, spec, name):
     encode, _ = linked_from(workflow, base, "conditioning")
     assert encode["type"] == "CLIPTextEncode" and encode["widgets_values"] == [""]
     assert linked_from(workflow, encode, "clip")[0]["type"] == "DualCLIPLoader"
-    sampler = the(workflow, "KSampler")
-    assert linked_from(workflow, sampler, "positive")[0] is condition
-    assert linked_from(workflow, sampler, "model")[0]["type"] == "UNETLoader"
-    seed, control, steps, cfg = sampler["widgets_values"][:4]
-    assert steps == 28 and cfg == 1.0
-    latent, _ = linked_from(workflow, sampler, "latent_image")
-    assert latent["type"] == "EmptySD3LatentImage" and latent["widgets_values"][:2] == [512, 512]
+    assert_flux_tail(workflow, condition, 512)
     reason = the(workflow, "ThinkDiffReason")
     assert linked_from(workflow, condition, "tokens")[0] is reason
     preview = the(workflow, "PreviewAny")
     assert linked_from(workflow, preview, "source") == (reason, 1)
-    decode = the(workflow, "VAEDecode")
-    assert linked_from(workflow, the(workflow, "SaveImage"), "images")[0] is decode
-    assert linked_from(workflow, decode, "samples")[0] is sampler
+
+
+@pytest.mark.parametrize("name, pictures", [("thinkdiff_clip_compose", 2), ("thinkdiff_clip_image_text", 1)])
+def test_the_reference_clip_recipe(workflows, spec, name, pictures):
+    """ThinkDiff-CLIP inference: [aligned picture 1, ..., the prompt's own T5 tokens] (prepend), the prompt's pooled
+    CLIP-L vector kept, FLUX.1-dev, guidance 3.5, 28 steps, 1024x1024 (the reference test configs)."""
+    workflow = workflows[name]
+    assert {node["type"] for node in workflow["nodes"]}.isdisjoint({"ThinkDiffVLMLoader", "ThinkDiffReason"})
+    condition = the(workflow, "ThinkDiffConditioning")
+    assert spec.CONDITIONING.widget_inputs(condition["widgets_values"])["mode"] == "prepend"
+    assert linked_from(workflow, condition, "aligner")[0]["type"] == "ThinkDiffAlignerLoader"
+    base, _ = linked_from(workflow, condition, "conditioning")
+    assert base["type"] == "FluxGuidance" and base["widgets_values"] == [3.5]
+    encode, _ = linked_from(workflow, base, "conditioning")
+    assert encode["type"] == "CLIPTextEncode" and encode["widgets_values"][0].strip(), "the CLIP recipe has a prompt"
+    assert linked_from(workflow, encode, "clip")[0]["type"] == "DualCLIPLoader"
+    assert_flux_tail(workflow, condition, 1024)
+    pictures_node, _ = linked_from(workflow, condition, "tokens")
+    assert pictures_node["type"] == "ThinkDiffVisionEncode"
+    assert linked_from(workflow, pictures_node, "vision")[0]["type"] == "ThinkDiffVisionLoader"
+    images = [put for put in pictures_node["inputs"] if put["name"].startswith("images.") and put.get("link") is not None]
+    assert [put["name"] for put in images] == [f"images.image{i}" for i in range(pictures)]
+    loaded = [linked_from(workflow, pictures_node, put["name"])[0] for put in images]
+    assert all(node["type"] == "LoadImage" for node in loaded) and len({n["id"] for n in loaded}) == pictures
 
 
 @pytest.mark.parametrize("name, preset, pictures", [
@@ -167,5 +208,5 @@ def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, spec, nam
 def test_the_readme_lists_every_model_file_of_the_workflows():
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## ComfyUI"):]
-    for expected in MODEL_FILES.values():
+    for expected in {**LVLM_MODEL_FILES, **CLIP_MODEL_FILES}.values():
         assert expected in section, f"README's ComfyUI section does not mention {expected}"
