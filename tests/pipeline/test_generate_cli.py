@@ -64,12 +64,12 @@ def test_tiny_clip_run_writes_a_png(tmp_path, colour_images, capsys):
 
 
 def test_variant_is_read_from_local_aligner(tmp_path, colour_images, capsys, tiny_flux_dir, tiny_clip_aligner_path,
-                                            tiny_blip2_dir):
+                                            blip2_dir):
     """No --variant: the CLIP aligner's metadata selects the CLIP path with the given vision encoder."""
     image = tmp_path / "a.png"
     colour_images("green")[0].save(image)
     out = tmp_path / "local.webp"
-    assert generate.main(["--aligner", str(tiny_clip_aligner_path), "--vision-encoder", str(tiny_blip2_dir),
+    assert generate.main(["--aligner", str(tiny_clip_aligner_path), "--vision-encoder", str(blip2_dir),
                           "--flux", str(tiny_flux_dir), "--device", "cpu", "--dtype", "fp32", "--image", str(image),
                           "--prompt", "a green hat", "--out", str(out), "--steps", "1", "--height", "32",
                           "--width", "32"]) == 0

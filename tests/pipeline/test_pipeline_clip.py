@@ -51,7 +51,7 @@ def test_variant_comes_from_the_aligner_and_t5_is_loaded_only_for_clip(tiny_clip
     assert tiny_pipeline.variant == "lvlm" and tiny_pipeline.flux.text_encoder_2 is None
 
 
-def test_flux_inputs_equal_node_path_conditioning(tiny_clip_pipeline, tiny_flux_dir, tiny_blip2_dir,
+def test_flux_inputs_equal_node_path_conditioning(tiny_clip_pipeline, tiny_flux_dir, blip2_dir,
                                                   tiny_clip_aligner_path, requests_):
     tokens = tiny_clip_pipeline.feature_tokens(requests_)
     assert tokens.token_recipe == CLIP_RECIPE and tokens.features.shape == (2, 2 * 65, 32)
@@ -59,7 +59,7 @@ def test_flux_inputs_equal_node_path_conditioning(tiny_clip_pipeline, tiny_flux_
     assert inputs.prompt_embeds.shape == (2, 2 * 65 + T5_LENGTH, 64)
     assert inputs.guidance_scale == 3.5
     for row, request in enumerate(requests_):
-        (node_cond, node_extras), = node_path_conditioning(tiny_flux_dir, tiny_blip2_dir, tiny_clip_aligner_path,
+        (node_cond, node_extras), = node_path_conditioning(tiny_flux_dir, blip2_dir, tiny_clip_aligner_path,
                                                            request)
         assert torch.equal(inputs.prompt_embeds[row], node_cond[0])
         assert torch.equal(inputs.pooled_prompt_embeds[row], node_extras["pooled_output"][0])
@@ -86,13 +86,13 @@ def test_images_keep_their_order(tiny_clip_pipeline, colour_images):
     assert torch.equal(forward[130:], backward[130:])  # the same prompt after them
 
 
-def test_max_sequence_length_sets_the_prompt_tokens(tiny_clip_pipeline, tiny_flux_dir, tiny_blip2_dir,
+def test_max_sequence_length_sets_the_prompt_tokens(tiny_clip_pipeline, tiny_flux_dir, blip2_dir,
                                                     tiny_clip_aligner_path, colour_images):
     short = ThinkDiffPipeline(tiny_clip_pipeline.flux, tiny_clip_pipeline.aligner,
                               VisionSource(tiny_clip_pipeline.source.encoder, max_sequence_length=16))
     request = ThinkDiffRequest(colour_images("purple"), prompt="a purple star")
     inputs = short.flux_inputs(short.feature_tokens([request]), [request])
-    (node_cond, _), = node_path_conditioning(tiny_flux_dir, tiny_blip2_dir, tiny_clip_aligner_path, request, 16)
+    (node_cond, _), = node_path_conditioning(tiny_flux_dir, blip2_dir, tiny_clip_aligner_path, request, 16)
     assert inputs.prompt_embeds.shape == (1, 65 + 16, 64)
     assert torch.equal(inputs.prompt_embeds, node_cond)
     with pytest.raises(ValueError, match="between 1 and 512"):
@@ -147,10 +147,10 @@ def test_clip_needs_flux_with_its_t5(tiny_clip_pipeline, tiny_pipeline):
         ThinkDiffPipeline(tiny_pipeline.flux, tiny_clip_pipeline.aligner, tiny_clip_pipeline.source)
 
 
-def test_aligner_for_another_tower_width_is_refused(tiny_flux_dir, tiny_blip2_dir, tmp_path):
+def test_aligner_for_another_tower_width_is_refused(tiny_flux_dir, blip2_dir, tmp_path):
     wrong = write_tiny_aligner(tmp_path / "wide.safetensors", "blip2", input_size=48, token_recipe=CLIP_RECIPE)
     with pytest.raises(ValueError, match="hidden size 32 but the aligner expects 48"):
-        ThinkDiffPipeline.from_pretrained(tiny_flux_dir, wrong, vision_encoder=tiny_blip2_dir, dtype="fp32",
+        ThinkDiffPipeline.from_pretrained(tiny_flux_dir, wrong, vision_encoder=blip2_dir, dtype="fp32",
                                           device="cpu")
 
 
