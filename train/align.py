@@ -56,10 +56,12 @@ NO_CONFIG_HINT = (
 
 
 def mixed_precision(choice: str) -> str:
+    """bf16 autocast (the reference) or none; fp16 would need loss scaling and is not offered."""
     if choice == "auto":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if choice not in ("bf16", "fp16", "no"):
-        raise ValueError(f"run.mixed_precision must be auto, bf16, fp16 or no; got {choice!r}.")
+    if choice not in ("bf16", "no"):
+        raise ValueError(f"run.mixed_precision must be auto, bf16 or no; got {choice!r} (fp16 autocast needs loss "
+                         f"scaling; use bf16 on GPUs that have it, or no).")
     return choice
 
 
@@ -78,8 +80,12 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 def train_step(accelerator: Accelerator, aligner: torch.nn.Module, decoder: ProxyDecoder,
                optimizer: torch.optim.Optimizer, micro_batches: list[dict], step: int, options: OptimOptions,
                seed: int) -> tuple[torch.Tensor, float]:
-    """One optimizer step over `micro_batches` (gradient accumulation); returns (mean loss, lr)."""
-    torch.manual_seed(step_seed(seed, accelerator.process_index, step))
+    """One optimizer step over `micro_batches` (gradient accumulation); returns (mean loss, lr).
+
+    `aligner` is the accelerate-prepared module (DDP across processes); `optimizer` a plain AdamW.
+    """
+    if decoder.uses_dropout:
+        torch.manual_seed(step_seed(seed, accelerator.process_index, step))
     lr = learning_rate(step, options)
     set_learning_rate(optimizer, lr)
     total = torch.zeros((), device=accelerator.device)
@@ -91,7 +97,7 @@ def train_step(accelerator: Accelerator, aligner: torch.nn.Module, decoder: Prox
             accelerator.backward(loss / len(micro_batches))
         total += loss.detach().float()
     if options.max_grad_norm:
-        accelerator.clip_grad_norm_(aligner.parameters(), options.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(aligner.parameters(), options.max_grad_norm, foreach=True)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / len(micro_batches), lr
@@ -189,7 +195,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         output.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_partial(output)
         (output / "config.yaml").write_text(cfg.dump_yaml(config))
-    aligner, optimizer = accelerator.prepare(aligner, optimizer)
+    aligner = accelerator.prepare(aligner)
     if config.run.tensorboard:
         accelerator.init_trackers("tensorboard", config={k: str(v) for k, v in _flat(cfg.to_dict(config)).items()})
 

@@ -9,8 +9,8 @@ Sources
   (generated-token `features` [T, D] and `token_ids` [T]) and `key.json` (text, instruction, seed...).
 
 The training stream is deterministic from (seed, rank, worker): shards are shuffled per epoch, split
-across every (rank, worker) consumer without duplicates, shuffled again through a buffer, and cut
-into batches. Resuming after N batches replays exactly the same stream and drops the first N, so the
+across every (rank, worker) reader without duplicates, shuffled again through a buffer (per epoch,
+so epochs never mix), and cut into batches. Resuming after N batches replays exactly the same stream and drops the first N, so the
 data order after `--resume` is the order an uninterrupted run would have seen.
 """
 
@@ -248,43 +248,62 @@ class TrainingStream(IterableDataset):
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer, self.skip_batches = shuffle_buffer, skip_batches
 
+    def epoch(self, epoch: int, consumer: int, consumers: int) -> Iterator[dict]:
+        """One epoch of a consumer's raw samples: whole shards when there are enough shards, else every
+        consumers-th sample of every shard. Disjoint and complete across the consumers either way."""
+        order = random.Random(f"{self.seed}:epoch:{epoch}").sample(self.shards, len(self.shards))
+        if len(order) >= consumers:
+            for shard in order[consumer::consumers]:
+                yield from tar_samples(shard)
+            return
+        position = itertools.count()
+        for shard in order:
+            for raw in tar_samples(shard):
+                if next(position) % consumers == consumer:
+                    yield raw
+
     def _raw(self, consumer: int, consumers: int) -> Iterator[dict]:
-        """This consumer's raw samples, epoch after epoch: whole shards when there are enough, else every
-        consumers-th sample of every shard (disjoint and complete either way)."""
-        for epoch in itertools.count():
-            order = random.Random(f"{self.seed}:epoch:{epoch}").sample(self.shards, len(self.shards))
+        """Epoch after epoch, each shuffled through the buffer on its own (epochs never mix)."""
+        rng = random.Random(f"{self.seed}:shuffle:{consumer}")
+        for number in itertools.count():
             produced = 0
-            if len(order) >= consumers:
-                for shard in order[consumer::consumers]:
-                    for raw in tar_samples(shard):
-                        produced += 1
-                        yield raw
-            else:
-                position = itertools.count()
-                for shard in order:
-                    for raw in tar_samples(shard):
-                        if next(position) % consumers == consumer:
-                            produced += 1
-                            yield raw
+            samples = self.epoch(number, consumer, consumers)
+            if self.shuffle_buffer > 1:
+                samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(samples)
+            for raw in samples:
+                produced += 1
+                yield raw
             if produced == 0:
                 raise ValueError(f"rank {self.rank}: no samples in its part of {len(self.shards)} shard(s) "
                                  f"({consumers} readers); check the shards or use fewer processes/workers.")
 
+    def _usable(self, samples: Iterator[Any], patience: int = 10_000) -> Iterator[Any]:
+        """Drop samples the recipe cannot use; stop with a message if none ever is."""
+        seen_usable, dropped = False, 0
+        for sample in samples:
+            if self.usable(sample):
+                seen_usable = True
+                yield sample
+            elif not seen_usable:
+                dropped += 1
+                if dropped >= patience:
+                    raise ValueError(f"rank {self.rank}: the first {patience} samples are all unusable for this recipe "
+                                     f"(e.g. fewer than 2 generated tokens); check the features.")
+
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        consumer, consumers = self.rank * workers + worker, self.world_size * workers
-        raw = self._raw(consumer, consumers)
-        if self.shuffle_buffer > 1:
-            rng = random.Random(f"{self.seed}:shuffle:{consumer}")
-            raw = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(raw)
-        samples = (s for s in map(self.decode, raw) if self.usable(s))
-        skip = worker_batches_before(self.skip_batches, worker, workers)
+        # A DataLoader takes batches round-robin from worker 0. After `skip_batches`, the next batch is due
+        # from the reader that produced batch number skip_batches in the first run, so the workers swap roles.
+        role = (worker + self.skip_batches) % workers
+        consumer, consumers = self.rank * workers + role, self.world_size * workers
+        samples = self._usable(map(self.decode, self._raw(consumer, consumers)))
+        skip = worker_batches_before(self.skip_batches, role, workers)
         for local in itertools.count():
             chunk = list(itertools.islice(samples, self.batch_size))
             if local < skip:
                 continue
-            position = local * workers + worker  # the batch's index in this rank's DataLoader order
+            position = local * workers + role  # the batch's index in this rank's stream
             yield self.build_batch(chunk, random.Random(f"{self.seed}:split:{self.rank}:{position}"))
 
 

@@ -30,6 +30,8 @@ class ProxyDecoder:
     tokenizer: object
     model_id: str
     encoder_norm_weight: torch.Tensor
+    uses_dropout: bool = False
+    """Whether a training forward draws random numbers (some dropout rate above 0)."""
 
     @property
     def hidden_size(self) -> int:
@@ -38,6 +40,7 @@ class ProxyDecoder:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.lm_head.weight.dtype
+
 
 
 def load_decoder(name_or_path: str, keep_encoder: bool = False, dtype: str = "auto",
@@ -58,7 +61,8 @@ def load_decoder(name_or_path: str, keep_encoder: bool = False, dtype: str = "au
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = dropout
-    return ProxyDecoder(model, tokenizer, str(name_or_path), norm_weight)
+    uses_dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    return ProxyDecoder(model, tokenizer, str(name_or_path), norm_weight, uses_dropout)
 
 
 def new_aligner(input_size: int, decoder: ProxyDecoder, seed: int) -> Aligner:

@@ -22,11 +22,17 @@ def learning_rate(step: int, options: OptimOptions) -> float:
 
 
 def make_optimizer(model: nn.Module, options: OptimOptions) -> torch.optim.AdamW:
-    """AdamW; biases and norm weights (1-D) get no weight decay, as in the reference."""
+    """AdamW; biases and norm weights (1-D) get no weight decay, as in the reference.
+
+    The fused kernel (CPU and CUDA) makes the step of a small aligner cost a fraction of the
+    per-tensor loop's Python overhead.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate(0, options), betas=(options.beta1, options.beta2))
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=learning_rate(0, options), betas=(options.beta1, options.beta2),
+                             fused=fused or None)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -85,7 +85,8 @@ class PrecomputeConfig:
     min_new_tokens: int = cfg.option(1, "fewest tokens generated per image (the reference: 1)")
     feature_dtype: str = cfg.option("bf16", "stored feature dtype: bf16, fp16 or fp32")
     instructions: list[str] = cfg.option(BRIEF_INSTRUCTIONS, "instructions drawn from per image (default: the reference's 16)")
-    limit: int | None = cfg.option(None, "at most this many images per rank (smoke runs); the unit reaching it ends short")
+    limit: int | None = cfg.option(None, "at most this many images per rank and run (smoke runs); the unit reaching "
+                                         "it ends short")
     rank: int | None = cfg.option(None, "this process's slice; null: $RANK (set by torchrun / accelerate launch) or 0")
     world_size: int | None = cfg.option(None, "number of slices; null: $WORLD_SIZE or 1")
 
