@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .aligner import Aligner
+from .files import write_atomic
 from .tokens import CLIP_RECIPE, LVLM_RECIPE, RECIPE_VARIANTS, ThinkDiffTokens
 
 FORMAT_NAME = "thinkdiff-aligner"
@@ -191,10 +193,12 @@ def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) torch.save format
     except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(error))
+        reason = found.group(0) if found else "not plain tensors"
         raise ValueError(
             f"Refusing to load {path.name}: it holds Python objects or code that a weights-only load does not allow "
-            f"({str(error).splitlines()[-1][:200]}). Nothing in it was executed. Official ThinkDiff checkpoints hold "
-            f"only tensors; get the file from the official source (Mifucius/ThinkDiff)."
+            f"({reason}). Nothing in it was executed. Official ThinkDiff checkpoints "
+            f"hold only tensors; get the file from the official source (Mifucius/ThinkDiff)."
         ) from error
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(
@@ -233,8 +237,6 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
     path = Path(path).expanduser()
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
         raise ValueError(f"Aligners are saved as .safetensors; got {path.name}.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
     module, info = aligner.module, aligner.info
     metadata = {
         "format": FORMAT_NAME,
@@ -247,14 +249,15 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
         "provenance": json.dumps(info.provenance, sort_keys=True),
     }
     tensors = {KEY_PREFIX + k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_safetensors_atomic(path, tensors, metadata, overwrite=overwrite)
+
+
+def write_safetensors_atomic(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                             overwrite: bool = False) -> Path:
+    """Write a `.safetensors` file via a temp file and a rename: never half-written, never replaced unasked."""
+    if Path(path).suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ValueError(f"Expected a .safetensors destination; got {Path(path).name}.")
+    return write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata), overwrite)
 
 
 def convert_official(source: str | os.PathLike[str], destination: str | os.PathLike[str],

@@ -1,16 +1,20 @@
 """Turning what users hand us (files, PIL images in any mode, ComfyUI IMAGE tensors) into RGB PIL images.
 
 Vision processors expect 8-bit RGB. Users have RGBA PNGs, grayscale scans and 16-bit images; those are
-converted here, once, the same way for nodes, scripts and training.
+converted here, once, the same way for nodes, scripts and training. `save_image` writes results
+atomically for the scripts.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .files import write_atomic
 
 BACKGROUND = (255, 255, 255)
 """Transparent pixels are composited on white, as an image viewer shows them."""
@@ -66,3 +70,15 @@ def as_pil(image: Image.Image | torch.Tensor | str | os.PathLike[str]) -> Image.
             raise ValueError(f"Expected one image, got a batch of {len(converted)}; pass the images one by one.")
         return converted[0]
     return open_image(image)
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write an image atomically, never replacing a file unless `overwrite` is set. The format follows the
+    suffix (.png, .jpg, .webp); JPEGs at quality 95."""
+    path = Path(path).expanduser()
+    formats = Image.registered_extensions()
+    if path.suffix.lower() not in formats:
+        raise ValueError(f"Cannot tell the image format of {path.name}: use a .png, .jpg or .webp name.")
+    image_format = formats[path.suffix.lower()]
+    options = {"quality": 95} if image_format == "JPEG" else {}
+    return write_atomic(path, lambda temporary: to_rgb(image).save(temporary, format=image_format, **options), overwrite)

@@ -176,3 +176,232 @@ def write_tiny_t5(folder: str | os.PathLike[str], corpus: list[str] | None = Non
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# --- BLIP-2 (the ThinkDiff-CLIP vision tower) -------------------------------------------------------------------
+
+
+def tiny_blip2_config(vision_width: int = 32, vision_layers: int = 2, text_width: int = 64, text_layers: int = 2,
+                      text_vocab_size: int = 2048, image_size: int = 224, patch_size: int = 14):
+    """A `Blip2Config` shaped like blip2-flan-t5-xxl: EVA-style tower (real 224px / patch-14 geometry by default,
+    so 16x16 patches and 65 recipe tokens), a Q-Former and a gated-GELU T5, all at tiny width.
+
+    The vision initializer range is 0.02 (the real config's 1e-10 would make a random tower output ~constant).
+    """
+    from transformers import Blip2Config
+
+    vision = dict(hidden_size=vision_width, intermediate_size=2 * vision_width, num_hidden_layers=vision_layers,
+                  num_attention_heads=max(1, vision_width // 16), image_size=image_size, patch_size=patch_size,
+                  initializer_range=0.02)
+    qformer = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                   encoder_hidden_size=vision_width, vocab_size=128)
+    text = dict(model_type="t5", d_model=text_width, d_kv=16, d_ff=2 * text_width, num_layers=text_layers,
+                num_decoder_layers=text_layers, num_heads=max(1, text_width // 16), vocab_size=text_vocab_size,
+                feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
+                decoder_start_token_id=0)
+    return Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4)
+
+
+def write_tiny_blip2(folder: str | os.PathLike[str], seed: int = 0, **config_sizes) -> Path:
+    """Write a tiny random blip2-flan-t5-xxl-like folder: config.json, preprocessor_config.json, 4 safetensors
+    shards and `model.safetensors.index.json`.
+
+    The shards are laid out so that a loader must follow the index: shard 1 mixes the first half of the
+    vision tensors with half of the language model, shard 2 holds the rest of the vision tower with the
+    Q-Former, shards 3 and 4 hold only language-model tensors. `config_sizes` go to `tiny_blip2_config`
+    (a wide `text_width`/`text_vocab_size` gives a language model much larger than the tower).
+    """
+    from safetensors.torch import save_file
+    from transformers import Blip2ForConditionalGeneration
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = tiny_blip2_config(**config_sizes)
+    torch.manual_seed(seed)
+    state, seen = {}, set()
+    for name, tensor in Blip2ForConditionalGeneration(config).state_dict().items():
+        if tensor.data_ptr() not in seen:  # tied T5 embeddings are stored once, as the real files do
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.contiguous()
+    vision = [k for k in state if k.startswith("vision_model.")]
+    language = [k for k in state if k.startswith("language_model.")]
+    others = [k for k in state if k not in vision and k not in language]
+    half, quarter = len(vision) // 2, len(language) // 4
+    shards = [language[: 2 * quarter] + vision[:half], vision[half:] + others,
+              language[2 * quarter: 3 * quarter], language[3 * quarter:]]
+    weight_map = {}
+    for number, names in enumerate(shards, start=1):
+        shard = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        save_file({k: state[k] for k in names}, str(folder / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, shard))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    config.save_pretrained(folder)
+    size = config.vision_config.image_size
+    processor_config = {
+        "image_processor_type": "BlipImageProcessor", "processor_class": "Blip2Processor", "do_convert_rgb": True,
+        "do_resize": True, "size": {"height": size, "width": size}, "resample": 3, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
+    return folder
+
+
+# --- Tiny FLUX.1-dev-shaped diffusers folder and a matching aligner (scripting pipeline, CoBSAT harness) ---
+
+TINY_FLUX_JOINT_DIM = 64
+"""Width of the tiny FLUX's text stream: the tiny VLM's hidden size and the tiny T5's d_model, so a tiny
+`Aligner(64, 64)` plays the role of the real `Aligner(3584, 4096)`."""
+
+TINY_CLIP_HIDDEN = 32
+"""The tiny CLIP-L's width, hence the tiny FLUX's `pooled_projection_dim` (768 in FLUX.1-dev)."""
+
+CLIP_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
+
+
+def write_tiny_clip_text(encoder_folder: str | os.PathLike[str], tokenizer_folder: str | os.PathLike[str],
+                         hidden_size: int = TINY_CLIP_HIDDEN, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny CLIP-L text encoder and its tokenizer, laid out as in FLUX.1-dev (`text_encoder/`, `tokenizer/`).
+
+    The tokenizer is a genuine CLIP BPE (`vocab.json` + `merges.txt`) at character level: every byte
+    character with and without the `</w>` word-end mark, no merges, the two CLIP special tokens last
+    (as in CLIP, where `<|endoftext|>` has the highest id). Both transformers 4 and 5 read these files.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    encoder_folder, tokenizer_folder = Path(encoder_folder), Path(tokenizer_folder)
+    tokenizer_folder.mkdir(parents=True, exist_ok=True)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    pieces = alphabet + [c + "</w>" for c in alphabet] + CLIP_SPECIAL_TOKENS
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    (tokenizer_folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (tokenizer_folder / "merges.txt").write_text("#version: 0.2\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>"}
+    (tokenizer_folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    (tokenizer_folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, **special}, indent=2))
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_folder)
+    config = CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size, projection_dim=hidden_size,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    CLIPTextModel(config).save_pretrained(encoder_folder)
+    return encoder_folder, tokenizer_folder
+
+
+def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = TINY_FLUX_JOINT_DIM,
+                    seed: int = 0) -> Path:
+    """A tiny random FLUX.1-dev-shaped diffusers folder: what `FluxPipeline.from_pretrained` reads.
+
+    `transformer/` (guidance-distilled like dev: `guidance_embeds=True`), `vae/` (16 latent channels,
+    8x downsampling, FLUX's scaling and shift), `scheduler/` (FLUX.1-dev's flow-matching settings),
+    `text_encoder/` + `tokenizer/` (tiny CLIP-L), `text_encoder_2/` + `tokenizer_2/` (tiny T5 encoder
+    as wide as `joint_attention_dim`) and `model_index.json`. Images must be multiples of 16 pixels.
+    """
+    import tempfile
+
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
+
+    folder = Path(folder)
+    write_tiny_clip_text(folder / "text_encoder", folder / "tokenizer", seed=seed)
+    with tempfile.TemporaryDirectory() as scratch:  # FLUX keeps only the T5 encoder
+        t5_folder = write_tiny_t5(Path(scratch) / "t5", d_model=joint_attention_dim, seed=seed)
+        t5_encoder, t5_tokenizer = T5EncoderModel.from_pretrained(t5_folder), AutoTokenizer.from_pretrained(t5_folder)
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=joint_attention_dim, pooled_projection_dim=TINY_CLIP_HIDDEN, guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
+        sample_size=64, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    )
+    pipeline = FluxPipeline(
+        scheduler=scheduler, vae=vae, transformer=transformer,
+        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        text_encoder_2=t5_encoder, tokenizer_2=t5_tokenizer,
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_lvlm_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
+                            output_size: int = TINY_FLUX_JOINT_DIM, seed: int = 0) -> Path:
+    """A random LVLM aligner `input_size -> output_size` saved in our format, for the tiny VLM and FLUX."""
+    from .aligner import Aligner
+    from .checkpoint import AlignerInfo, LoadedAligner, save_aligner
+    from .tokens import LVLM_RECIPE
+
+    torch.manual_seed(seed)
+    module = Aligner(input_size, output_size)
+    return save_aligner(path, LoadedAligner(module, AlignerInfo(source_model_id, LVLM_RECIPE, {"tiny": True})))
+
+
+
+def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
+    """Everything the scripting pipeline loads, tiny: `{"vlm": folder, "flux": folder, "aligner": file}`.
+
+    The aligner reads the tiny Qwen2-VL's 64-wide states and writes the tiny FLUX's 64-wide prompt space.
+    """
+    root = Path(root)
+    vlm = write_tiny_qwen_vl(root / "vlm", "qwen2_vl", seed=seed)
+    flux = write_tiny_flux(root / "flux", seed=seed)
+    aligner = write_tiny_lvlm_aligner(root / "aligner.safetensors", source_model_id=vlm.name, seed=seed)
+    return {"vlm": vlm, "flux": flux, "aligner": aligner}
+
+
+def write_tiny_llava(folder: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A tiny random LLaVA-1.5-shaped folder in the llava-hf layout (the CoBSAT judge's loading path).
+
+    CLIP vision tower (28x28 images, 14-pixel patches: 4 image tokens plus CLS), a Llama language model,
+    a BPE tokenizer with `<image>` and `<pad>`, and the processor files llava-hf ships
+    (`preprocessor_config.json`, `processor_config.json`).
+    """
+    from tokenizers import processors
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    folder = Path(folder)
+    specials = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
+    backend = train_bpe(CORPUS + ["USER: ASSISTANT: What is the main object in this image? (1) (2) (10)"], specials)
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", additional_special_tokens=["<image>"],
+                                        model_input_names=["input_ids", "attention_mask"])
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=28, patch_size=14, projection_dim=32),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                                bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]),
+        image_token_index=ids["<image>"], image_seq_length=4, vision_feature_layer=-2,
+        vision_feature_select_strategy="default", pad_token_id=ids["<pad>"],
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<pad>"]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 28},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": 28, "width": 28}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
+        "do_convert_rgb": True,
+    }, indent=2))
+    (folder / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaProcessor", "image_token": "<image>", "patch_size": 14,
+        "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1,
+    }, indent=2))
+    return folder

@@ -1,0 +1,98 @@
+"""`python -m train.cobsat --tiny`: the full loop offline; resume, sharding and settings checks."""
+
+import json
+
+import pytest
+
+from train import cobsat
+
+SMALL = ["--tiny", "--shots", "2", "--tasks", "1", "4", "--num-prompts", "2", "--batch-size", "2",
+         "--max-new-tokens", "6", "--judge-max-new-tokens", "4"]
+
+
+def run(out, *extra):
+    return cobsat.main(SMALL + ["--out", str(out), *extra])
+
+
+def summary(capsys) -> dict:
+    lines = [line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line]
+    return {key: value for key, value in lines}
+
+
+def snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert run(out) == 0
+    return out
+
+
+def test_full_loop_writes_images_judgements_and_reports(finished_run):
+    images = sorted((finished_run / "images").rglob("*.jpg"))
+    assert [p.relative_to(finished_run / "images").as_posix() for p in images] == [
+        "shot_2/task_1/0_car_blue_brown_orange.jpg", f"shot_2/task_1/{images[1].name}",
+        "shot_2/task_4/0_park_cat_cow_lion.jpg", f"shot_2/task_4/{images[3].name}",
+    ]
+    assert all(p.with_suffix(".json").is_file() for p in images)
+    assert len(list((finished_run / "judgements" / "qwen-tiny").rglob("*.json"))) == 4
+    report = json.loads((finished_run / "report_qwen-tiny.json").read_text())
+    tasks = report["shots"]["2"]["tasks"]
+    assert set(tasks) == {"Color-I", "Background-II"}
+    assert all(t["prompts"] == 2 and t["missing_images"] == 0 for t in tasks.values())
+    assert report["shots"]["2"]["average"] == pytest.approx(sum(t["accuracy"] for t in tasks.values()) / 2)
+    table = (finished_run / "report_qwen-tiny.md").read_text()
+    assert "| average |" in table and "| 0.417 |" in table
+
+
+def test_second_run_generates_nothing_and_reproduces_the_report(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert run(finished_run) == 0
+    printed = summary(capsys)
+    assert (printed["generated"], printed["judged"]) == ("0", "0")
+    assert snapshot(finished_run) == before
+
+
+def test_a_lost_image_is_remade_identically_and_missing_images_count_as_wrong(finished_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    for name, data in snapshot(finished_run).items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    lost = out / "images" / "shot_2" / "task_4" / "0_park_cat_cow_lion.jpg"
+    original = lost.read_bytes()
+    lost.unlink()
+    (out / "judgements" / "qwen-tiny" / "shot_2" / "task_4" / "0_park_cat_cow_lion.json").unlink()
+
+    assert run(out, "--stages", "report") == 0
+    report = json.loads((out / "report_qwen-tiny.json").read_text())
+    assert report["shots"]["2"]["tasks"]["Background-II"]["missing_images"] == 1
+    capsys.readouterr()
+
+    assert run(out, "--stages", "generate") == 0
+    assert summary(capsys)["generated"] == "1"
+    assert lost.read_bytes() == original
+
+
+def test_shards_split_the_work_and_make_the_same_images(finished_run, tmp_path, capsys):
+    out = tmp_path / "sharded"
+    for shard in (0, 1):
+        assert run(out, "--shard", str(shard), "--num-shards", "2") == 0
+        printed = summary(capsys)
+        assert printed["shard_prompts"] == "2" and printed["generated"] == "2"
+    assert run(out, "--stages", "report") == 0
+    assert snapshot(out / "images") == snapshot(finished_run / "images")
+    assert (out / "report_qwen-tiny.json").read_bytes() == (finished_run / "report_qwen-tiny.json").read_bytes()
+
+
+def test_other_settings_in_the_same_folder_are_refused(finished_run, capsys):
+    assert run(finished_run, "--steps", "3") == 2
+    assert "steps: 2 -> 3" in capsys.readouterr().err
+
+
+def test_report_refuses_unjudged_images(finished_run, tmp_path, capsys):
+    out = tmp_path / "unjudged"
+    assert run(out, "--stages", "generate") == 0
+    assert run(out, "--stages", "report") == 2
+    assert "have no qwen-tiny judgement" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""Make one ThinkDiff image from the command line.
+
+    python -m thinkdiff_core.generate --image A.png --image B.png --words w1 w2 w3 --out out.png
+
+Defaults are the reference models and settings (Qwen2-VL-7B-Instruct, the official ThinkDiff-LVLM
+aligner from the Hub, FLUX.1-dev; guidance 3.5, 28 steps, 512x512, VLM sampling at temperature 0.6,
+top-p 0.9, exactly 128 new tokens). Local folders and files are accepted for every model. `--tiny`
+builds tiny random models in a temporary folder so the whole path runs offline on any CPU (the image
+is noise; the point is that everything runs). Prints the VLM's answer and where the image went; never
+replaces an existing file without `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .images import open_image, save_image
+from .pipeline import (
+    FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
+    ThinkDiffPipeline, ThinkDiffRequest,
+)
+from .prompts import PRESETS
+from .vlm import GenerationSettings
+
+TINY_SIZE = 64
+TINY_STEPS = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m thinkdiff_core.generate", description=__doc__.splitlines()[0])
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--image", action="append", required=True, help="a reference image; repeat for several")
+    inputs.add_argument("--words", nargs="+", default=[],
+                        help="cobsat_reasoning: one word per image, then the query word; compose: labels (+ a request)")
+    inputs.add_argument("--preset", choices=PRESETS, default="cobsat_reasoning", help="how the VLM is asked")
+    inputs.add_argument("--instruction", default="", help="the instruction of the custom preset")
+    inputs.add_argument("--out", required=True, type=Path, help="output image (.png, .jpg, .webp)")
+    inputs.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    models = parser.add_argument_group("models (local paths or Hub ids)")
+    models.add_argument("--vlm", default=None, help=f"VLM folder or Hub id (default {QWEN2_VL_ID})")
+    models.add_argument("--aligner", default=None, help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER})")
+    models.add_argument("--flux", default=None, help=f"FLUX diffusers folder or Hub id (default {FLUX_DEV_ID})")
+    models.add_argument("--tiny", action="store_true", help="build tiny random models offline (CPU smoke run)")
+    models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    models.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: cuda if available)")
+    models.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
+                        help="model: whole models visit the GPU in turn (FLUX's ~24 GB transformer must fit); "
+                             "sequential: layer by layer (least memory, slowest)")
+    models.add_argument("--trust-remote-code", action="store_true", help="allow the VLM folder's own Python code")
+    sampling = parser.add_argument_group("sampling (reference defaults)")
+    sampling.add_argument("--seed", type=int, default=0, help="seeds the VLM's sampling and FLUX's noise")
+    sampling.add_argument("--steps", type=int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS}; tiny {TINY_STEPS})")
+    sampling.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
+    sampling.add_argument("--height", type=int, default=None, help=f"default {REFERENCE_SIZE} (tiny {TINY_SIZE})")
+    sampling.add_argument("--width", type=int, default=None, help=f"default {REFERENCE_SIZE} (tiny {TINY_SIZE})")
+    sampling.add_argument("--temperature", type=float, default=0.6, help="VLM sampling temperature (0: greedy)")
+    sampling.add_argument("--top-p", type=float, default=0.9)
+    sampling.add_argument("--max-new-tokens", type=int, default=128)
+    sampling.add_argument("--min-new-tokens", type=int, default=None, help="default: --max-new-tokens (the reference)")
+    return parser
+
+
+def check_output(path: Path, overwrite: bool) -> Path:
+    """Refuse an existing output before any model is loaded (loading FLUX takes minutes)."""
+    path = path.expanduser()
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name such as {path / 'thinkdiff.png'}.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out.")
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"--out {path.name}: use a .png, .jpg or .webp name.")
+    return path
+
+
+def load_pipeline(args: argparse.Namespace, workdir: Path) -> ThinkDiffPipeline:
+    if args.tiny:
+        given = [f"--{name}" for name in ("vlm", "aligner", "flux") if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
+        from .tiny import write_tiny_thinkdiff
+
+        paths = write_tiny_thinkdiff(workdir)
+        return ThinkDiffPipeline.from_pretrained(paths["flux"], paths["aligner"], paths["vlm"], dtype="fp32", device="cpu")
+    return ThinkDiffPipeline.from_pretrained(
+        args.flux or FLUX_DEV_ID, args.aligner or OFFICIAL_LVLM_ALIGNER, args.vlm or QWEN2_VL_ID, dtype=args.dtype,
+        device=args.device, offload=args.offload, trust_remote_code=args.trust_remote_code,
+    )
+
+
+def run(args: argparse.Namespace) -> Path:
+    out = check_output(args.out, args.overwrite)
+    request = ThinkDiffRequest([open_image(path) for path in args.image], args.words, args.preset, args.instruction)
+    size, steps = (TINY_SIZE, TINY_STEPS) if args.tiny else (REFERENCE_SIZE, REFERENCE_STEPS)
+    settings = GenerationSettings(
+        seed=args.seed, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens,
+    )
+    with tempfile.TemporaryDirectory(prefix="thinkdiff-tiny-") as workdir:
+        pipeline = load_pipeline(args, Path(workdir))
+        result = pipeline(request, settings, guidance_scale=args.guidance, num_inference_steps=args.steps or steps,
+                          height=args.height or size, width=args.width or size)
+    print(f"VLM: {result.texts[0]}")
+    written = save_image(result.images[0], out, overwrite=args.overwrite)
+    print(f"wrote {written}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.tiny:
+        torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""ThinkDiff-CLIP's vision encoder: BLIP-2's EVA ViT-g tower, its preprocessing, and the token recipe.
+
+The reference (ThinkDiff `BlipVisionT5DecoderForConditionalGeneration`) runs transformers'
+`Blip2VisionModel` of `Salesforce/blip2-flan-t5-xxl` and takes its `last_hidden_state`: the output of
+the 39 ViT blocks after `post_layernorm` (transformers' name for LAVIS's `ln_vision`; LAVIS's EVA ViT-g
+itself ends without a norm, BLIP-2 applies `ln_vision` on top). From those 1 + 16x16 tokens it keeps
+CLS, bilinearly resizes the 16x16 patch grid to 8x8 (`vision_downsample_factor` 2,
+`align_corners=False`) and flattens: 65 tokens of width 1408 per image.
+
+Weights come from either
+- a full BLIP-2 Hugging Face folder: only the `vision_model.*` tensors are read, only from the
+  shards that hold them (per `model.safetensors.index.json`); the 11B-parameter language model is
+  never opened, or
+- a vision-only `.safetensors` written by `python -m thinkdiff_core.convert vision`, whose
+  metadata carries the tower's config and the image preprocessing, so no folder is needed.
+
+`safe_open` gives memory-mapped tensors: loading costs the vision tensors' size, not a shard's.
+Preprocessing is BLIP-2's eval processor (224x224 bicubic resize, CLIP mean/std) through
+transformers' PIL image processor, so torchvision is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from transformers import Blip2Config, Blip2VisionConfig, Blip2VisionModel
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from .checkpoint import write_safetensors_atomic
+from .images import as_pil, tensor_to_pil
+from .tokens import CLIP_RECIPE, ThinkDiffTokens
+from .vlm import _model_id_of, resolve_dtype
+
+VISION_PREFIX = "vision_model."
+"""Where a `Blip2ForConditionalGeneration` checkpoint keeps the vision tower's tensors."""
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+FORMAT_NAME = "thinkdiff-vision"
+FORMAT_VERSION = "1"
+DOWNSAMPLE_FACTOR = 2
+BLIP2_MODEL_TYPE = "blip-2"
+CONVERT_CHUNK_BYTES = 32 * 2**20
+
+VISION_CONFIG_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                        "patch_size", "hidden_act", "layer_norm_eps", "qkv_bias")
+"""The tower's architecture; what a converted file records so it loads without the folder."""
+
+BLIP2_EVAL_PROCESSOR: dict[str, Any] = {
+    "do_resize": True, "size": {"height": 224, "width": 224}, "resample": int(Image.Resampling.BICUBIC),
+    "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+    "image_mean": list(OPENAI_CLIP_MEAN), "image_std": list(OPENAI_CLIP_STD),
+}
+"""BLIP-2's eval preprocessing (LAVIS `blip2_image_eval`, HF `Salesforce/blip2-flan-t5-xxl`'s processor)."""
+
+
+def clip_recipe_tokens(last_hidden_state: torch.Tensor, downsample_factor: int = DOWNSAMPLE_FACTOR) -> torch.Tensor:
+    """ViT output `[N, 1 + h*w, D]` -> `[N, 1 + (h/f)*(w/f), D]`: CLS, then the bilinearly shrunk patch grid.
+
+    Exactly the reference: square grid, `F.interpolate(bilinear, align_corners=False)`, row-major
+    flatten, CLS first. 16x16 patches -> 65 tokens for factor 2.
+    """
+    cls, patches = last_hidden_state[:, :1], last_hidden_state[:, 1:]
+    side = int(round(patches.shape[1] ** 0.5))
+    if side * side != patches.shape[1] or side % downsample_factor:
+        raise ValueError(
+            f"Expected 1 CLS + a square grid of patches divisible by {downsample_factor}; got {patches.shape[1]} patch "
+            f"tokens. The vision tower must see {side}x{side}-patch images of its configured image_size."
+        )
+    grid = patches.reshape(patches.shape[0], side, side, patches.shape[-1]).permute(0, 3, 1, 2)
+    small = side // downsample_factor
+    grid = F.interpolate(grid, size=(small, small), mode="bilinear", align_corners=False)
+    return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(patches.shape[0], small * small, -1)], dim=1)
+
+
+def _pil_image_processor(settings: dict[str, Any]):
+    """transformers' BLIP image processor on its PIL backend (5.x name first, 4.x's slow one second)."""
+    try:
+        from transformers import BlipImageProcessorPil as processor_class
+    except ImportError:
+        from transformers import BlipImageProcessor as processor_class  # 4.x: the slow processor is the PIL one
+    return processor_class(do_convert_rgb=True, **settings)
+
+
+@dataclass
+class VisionWeights:
+    """The vision tower's tensors (names without `vision_model.`), its config, and where they came from."""
+
+    tensors: dict[str, torch.Tensor]
+    config: Blip2VisionConfig
+    processor_settings: dict[str, Any]
+    model_id: str
+    files_read: list[Path] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def _vision_config(fields: dict[str, Any]) -> Blip2VisionConfig:
+    return Blip2VisionConfig(**{k: fields[k] for k in VISION_CONFIG_FIELDS if k in fields})
+
+
+def _processor_settings(folder: Path, image_size: int) -> dict[str, Any]:
+    """The folder's `preprocessor_config.json` values for BLIP-2's processor fields; eval defaults otherwise."""
+    settings = dict(BLIP2_EVAL_PROCESSOR, size={"height": image_size, "width": image_size})
+    path = folder / "preprocessor_config.json"
+    if path.is_file():
+        found = json.loads(path.read_text())
+        settings.update({k: found[k] for k in BLIP2_EVAL_PROCESSOR if k in found})
+    return settings
+
+
+def _shards_of_vision_tensors(folder: Path) -> dict[Path, list[str]]:
+    """For each safetensors file of `folder` that holds `vision_model.*` tensors: their names."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        shards: dict[Path, list[str]] = {}
+        for name, shard in weight_map.items():
+            if name.startswith(VISION_PREFIX):
+                shards.setdefault(folder / shard, []).append(name)
+    elif (folder / SINGLE_FILE).is_file():
+        with safe_open(str(folder / SINGLE_FILE), framework="pt") as handle:
+            names = [k for k in handle.keys() if k.startswith(VISION_PREFIX)]
+        shards = {folder / SINGLE_FILE: names} if names else {}
+    elif any(folder.glob("*.bin")):
+        raise ValueError(
+            f"{folder} holds only PyTorch .bin weights; the vision tower is read from .safetensors files. Download "
+            f"the folder's *.safetensors files and {INDEX_FILE} (Salesforce/blip2-flan-t5-xxl ships them)."
+        )
+    else:
+        raise FileNotFoundError(f"{folder} has neither {INDEX_FILE} nor {SINGLE_FILE}; it is not a complete model folder.")
+    if not shards:
+        raise ValueError(
+            f"{folder} has no vision tower tensors ({VISION_PREFIX}*). Point at a BLIP-2 folder such as "
+            f"blip2-flan-t5-xxl, or at a vision file written by `python -m thinkdiff_core.convert vision`."
+        )
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks the shard(s) {missing} that hold the vision tower: the download is incomplete.")
+    return shards
+
+
+def _read(path: Path, names: list[str], tensors: dict[str, torch.Tensor], device: torch.device | str | None,
+          dtype: torch.dtype | None) -> None:
+    """Read exactly `names` from one safetensors file into `tensors`, converted to `device`/`dtype`.
+
+    `safe_open` tensors are views of one memory map per open file, and a page read stays resident
+    until every view of that map is gone. Unconverted tensors ARE the weights (no copy); when a
+    conversion copies them, the file is reopened every `CONVERT_CHUNK_BYTES` so at most that much of
+    the source is resident beside the converted tensors (an fp32 tower loaded as bf16 peaks near the
+    bf16 size, not fp32 + bf16).
+    """
+    pending = list(names)
+    try:
+        while pending:
+            with safe_open(str(path), framework="pt") as handle:
+                mapped = 0
+                while pending and mapped < CONVERT_CHUNK_BYTES:
+                    name = pending.pop(0)
+                    source = handle.get_tensor(name)
+                    tensor = source.to(device=device, dtype=dtype)
+                    tensors[name[len(VISION_PREFIX):]] = tensor
+                    if tensor.data_ptr() != source.data_ptr():
+                        mapped += source.numel() * source.element_size()
+                    del source
+    except SafetensorError as error:
+        raise ValueError(f"{path.name} could not be read as safetensors ({error}); the file is truncated or damaged. "
+                         f"Download or convert it again.") from error
+
+
+def _read_folder(folder: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> VisionWeights:
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} has no config.json, so it is not a Hugging Face model folder. Point at the "
+                         f"blip2-flan-t5-xxl folder (with config.json and *.safetensors) or a converted vision file.")
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if model_type != BLIP2_MODEL_TYPE:
+        raise ValueError(f"{folder.name} is a {model_type!r} model, not BLIP-2 ({BLIP2_MODEL_TYPE!r}). ThinkDiff-CLIP "
+                         f"reads the vision tower of Salesforce/blip2-flan-t5-xxl.")
+    config = Blip2Config.from_pretrained(folder).vision_config
+    shards = _shards_of_vision_tensors(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    for path, names in shards.items():
+        _read(path, names, tensors, device, dtype)
+    return VisionWeights(tensors, _vision_config(config.to_dict()), _processor_settings(folder, config.image_size),
+                         _model_id_of(folder), list(shards))
+
+
+def _read_converted(path: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> VisionWeights:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            names = [k for k in handle.keys() if k.startswith(VISION_PREFIX)]
+    except SafetensorError as error:
+        raise ValueError(f"{path.name} could not be read as safetensors ({error}); the file is truncated or damaged.") from error
+    if metadata.get("format") != FORMAT_NAME:
+        raise ValueError(
+            f"{path.name} is not a ThinkDiff vision file (metadata format={metadata.get('format')!r}, expected "
+            f"{FORMAT_NAME!r}). Pass the BLIP-2 folder itself, or convert it with `python -m thinkdiff_core.convert "
+            f"vision <blip2 folder> {path.stem}-vision.safetensors`."
+        )
+    missing = [k for k in ("vision_config", "image_processor") if k not in metadata]
+    if missing or not names:
+        raise ValueError(f"{path.name} is an incomplete ThinkDiff vision file (no {missing or 'vision tensors'}); "
+                         f"convert the BLIP-2 folder again.")
+    tensors: dict[str, torch.Tensor] = {}
+    _read(path, names, tensors, device, dtype)
+    return VisionWeights(tensors, _vision_config(json.loads(metadata["vision_config"])),
+                         json.loads(metadata["image_processor"]), metadata.get("source_model_id", path.stem), [path])
+
+
+def read_vision_weights(path: str | os.PathLike[str], device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None) -> VisionWeights:
+    """The vision tower's tensors from a BLIP-2 folder (vision shards only) or a converted vision file.
+
+    Without `device`/`dtype` the tensors stay memory-mapped as stored; with them, each is converted as read.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _read_folder(path, device, dtype)
+    if path.is_file():
+        if path.suffix.lower() != ".safetensors":
+            raise ValueError(f"{path.name}: a vision tower is a BLIP-2 folder or a converted .safetensors file, "
+                             f"not {path.suffix or 'a file without extension'}.")
+        return _read_converted(path, device, dtype)
+    raise FileNotFoundError(f"No BLIP-2 folder or vision file at {path}. Put it under ComfyUI/models/thinkdiff/ or "
+                            f"models/clip_vision/, or pass its full path.")
+
+
+def save_vision_weights(path: str | os.PathLike[str], weights: VisionWeights, overwrite: bool = False) -> Path:
+    """Write the tower as one vision-only `.safetensors` (keys `vision_model.*`, config in metadata), atomically."""
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "source_model_id": weights.model_id,
+        "vision_config": json.dumps({k: getattr(weights.config, k) for k in VISION_CONFIG_FIELDS}),
+        "image_processor": json.dumps(weights.processor_settings),
+        "token_recipe": CLIP_RECIPE,
+    }
+    tensors = {VISION_PREFIX + k: v.contiguous() for k, v in weights.tensors.items()}
+    return write_safetensors_atomic(path, tensors, metadata, overwrite=overwrite)
+
+
+def convert_blip2_vision(source: str | os.PathLike[str], destination: str | os.PathLike[str],
+                         overwrite: bool = False, dtype: torch.dtype | None = None) -> Path:
+    """BLIP-2 folder -> vision-only `.safetensors` (about 4 GB in fp32 for blip2-flan-t5-xxl, 2 GB in bf16)."""
+    if not Path(source).expanduser().is_dir():
+        raise ValueError(f"{source} is not a folder; pass the BLIP-2 model folder (with config.json).")
+    destination = Path(destination).expanduser()
+    if destination.exists() and not overwrite:  # before reading gigabytes
+        raise FileExistsError(f"{destination} exists; pass overwrite=True (--overwrite) to replace it.")
+    return save_vision_weights(destination, read_vision_weights(source, dtype=dtype), overwrite=overwrite)
+
+
+def build_vision_model(weights: VisionWeights) -> Blip2VisionModel:
+    """A `Blip2VisionModel` that adopts `weights`' tensors (built on the meta device: no second copy)."""
+    with torch.device("meta"):
+        model = Blip2VisionModel(weights.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.tensors.items()}
+    problems = [f"missing {k}" for k in expected if k not in found][:5]
+    problems += [f"unexpected {k}" for k in found if k not in expected][:5]
+    problems += [f"{k} has shape {found[k]}, expected {expected[k]}" for k in expected if k in found and found[k] != expected[k]][:5]
+    if problems:
+        raise ValueError(
+            f"The vision tensors of {weights.model_id} do not fit its config (hidden {weights.config.hidden_size}, "
+            f"{weights.config.num_hidden_layers} layers): {'; '.join(problems)}. The file is damaged or not a BLIP-2 "
+            f"vision tower; re-download or re-convert it."
+        )
+    model.load_state_dict(weights.tensors, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+ImageInput = Image.Image | torch.Tensor | str | os.PathLike[str]
+
+
+def _as_pil_list(images: Sequence[ImageInput]) -> list[Image.Image]:
+    """PIL images, paths and ComfyUI IMAGE tensors (a batch counts as its images, in order) -> RGB PIL images."""
+    pil = [im for item in images for im in (tensor_to_pil(item) if isinstance(item, torch.Tensor) else [as_pil(item)])]
+    if not pil:
+        raise ValueError("No images to encode: connect at least one image.")
+    return pil
+
+
+class VisionEncoder:
+    """BLIP-2's vision tower and image processor: images -> ThinkDiff-CLIP tokens (`CLIP_RECIPE`)."""
+
+    def __init__(self, model: Blip2VisionModel, image_processor, model_id: str,
+                 downsample_factor: int = DOWNSAMPLE_FACTOR) -> None:
+        self.model = model
+        self.image_processor = image_processor
+        self.model_id = model_id
+        self.downsample_factor = downsample_factor
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], dtype: str = "auto",
+                        device: torch.device | str | None = None) -> "VisionEncoder":
+        """Load from a BLIP-2 folder or a converted vision file. Stays on the CPU unless `device` is given.
+
+        `dtype` "auto" is bf16 on CUDA (what the reference ran), fp16 on MPS, fp32 on CPU.
+        """
+        target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        weights = read_vision_weights(path, device=device, dtype=resolve_dtype(dtype, target))
+        return cls(build_vision_model(weights), _pil_image_processor(weights.processor_settings), weights.model_id)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def tokens_per_image(self) -> int:
+        side = self.model.config.image_size // self.model.config.patch_size // self.downsample_factor
+        return 1 + side * side
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.post_layernorm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.post_layernorm.weight.dtype
+
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """`[N, 3, S, S]` float pixel values (BLIP-2 eval processing) for N images."""
+        return self.image_processor(images=_as_pil_list(images), return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def encode_each(self, images: Sequence[ImageInput]) -> ThinkDiffTokens:
+        """One forward over all images; features `[N, 65, D]`, one row per image (training, per-image use)."""
+        pixel_values = self.preprocess(images).to(device=self.device, dtype=self.dtype)
+        hidden = self.model(pixel_values=pixel_values).last_hidden_state
+        return ThinkDiffTokens(clip_recipe_tokens(hidden, self.downsample_factor).cpu(), self.model_id, CLIP_RECIPE)
+
+    def encode(self, images: Sequence[ImageInput]) -> ThinkDiffTokens:
+        """The images' tokens in order in one row, `[1, N*65, D]`: what FLUX conditioning prepends to the prompt."""
+        each = self.encode_each(images)
+        return ThinkDiffTokens(each.features.reshape(1, -1, each.hidden_size), self.model_id, CLIP_RECIPE)

@@ -1,0 +1,390 @@
+"""CoBSAT evaluation of ThinkDiff: generate, judge, report.
+
+    python -m train.cobsat --cobsat-dir ~/cobsat --out runs/cobsat --shots 2 4
+    python -m train.cobsat --tiny --out /tmp/cobsat-smoke          # offline smoke run on a synthetic folder
+
+`--cobsat-dir` is a checkout of github.com/UW-Madison-Lee-Lab/CoBSAT (it holds the fixed prompt list
+`load_datasets/prompts_list_default.json`) with the dataset's `datasets.zip` (Hugging Face dataset
+yzeng58/CoBSAT) unzipped into it as `datasets/`.
+
+Stages (`--stages`, default all three):
+- generate: one image per prompt through `ThinkDiffPipeline`, batched per task, written as
+  `OUT/images/shot_{s}/task_{t}/{benchmark name}.jpg` (+ `.json` with the VLM's answer). Resumable:
+  a batch whose images all exist is skipped. Shardable: `--shard i --num-shards n` takes every n-th
+  batch, so n processes (GPUs, nodes) split the work; the seeds depend on the prompt, not the shard.
+- judge: the two multiple-choice questions per image (LLaVA-1.5-13B as in the benchmark, or
+  `--judge qwen`), saved per image under `OUT/judgements/{judge}/`; resumable and shardable alike.
+- report: per-task and average accuracy per shot count (a missing image counts as wrong), written as
+  `OUT/report_{judge}.json` and `.md` next to the paper's numbers. Run it once, after all shards.
+
+The generation settings are recorded in `OUT/run.json`; a later run with other settings is refused
+rather than mixing two recipes in one folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from thinkdiff_core.files import write_atomic
+from thinkdiff_core.images import open_image, save_image
+from thinkdiff_core.pipeline import (
+    FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
+    ThinkDiffPipeline, ThinkDiffRequest,
+)
+from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
+
+from .cobsat_data import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
+from .judge import LLAVA_JUDGE_ID, QWEN_JUDGE_ID, Judge, Judgement, LlavaJudge, QwenJudge, judge_images
+
+STAGES = ("generate", "judge", "report")
+PAPER = {
+    "source": "ThinkDiff-LVLM, ICML 2025 (judge: LLaVA-1.5-13B)",
+    "2": {"average": 0.417},
+    "4": {"average": 0.463, "Color-I": 0.638, "Background-I": 0.362, "Style-I": 0.254, "Action-I": 0.434,
+          "Texture-I": 0.317, "Color-II": 0.610, "Background-II": 0.590, "Style-II": 0.432, "Action-II": 0.664,
+          "Texture-II": 0.332},
+}
+TINY = {"num_prompts": 2, "size": 64, "steps": 2, "max_new_tokens": 16, "judge_max_new_tokens": 8}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive prompts of one (shot, task): generated together, with one VLM seed."""
+
+    number: int
+    cases: tuple[Case, ...]
+
+
+def make_batches(cases: list[Case], batch_size: int) -> list[Batch]:
+    """Batches never mix tasks or shot counts (one image count per VLM batch) and never depend on sharding."""
+    batches, current = [], []
+    for case in cases:
+        if current and (len(current) == batch_size or (case.shot, case.task.id) != (current[0].shot, current[0].task.id)):
+            batches.append(tuple(current))
+            current = []
+        current.append(case)
+    if current:
+        batches.append(tuple(current))
+    return [Batch(number, group) for number, group in enumerate(batches)]
+
+
+def seed_for(base: int, *parts: int) -> int:
+    """A stable seed for a prompt or batch (crc32: Python's `hash` is salted per process)."""
+    return zlib.crc32("/".join(str(p) for p in (base, *parts)).encode())
+
+
+def case_dir(root: Path, case: Case) -> Path:
+    return root / f"shot_{case.shot}" / f"task_{case.task.id}"
+
+
+def image_file(out: Path, case: Case) -> Path:
+    return case_dir(out / "images", case) / f"{case.name}.jpg"
+
+
+def judgement_file(out: Path, judge_name: str, case: Case) -> Path:
+    return case_dir(out / "judgements" / judge_name, case) / f"{case.name}.json"
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic: a resumed run or a reader never sees half a file."""
+    write_atomic(path, lambda temporary: temporary.write_text(text), overwrite=True)
+
+
+# --- generate ---
+
+def generation_config(args: argparse.Namespace) -> dict:
+    models = {"models": "tiny"} if args.tiny else {
+        "vlm": args.vlm, "aligner": args.aligner, "flux": args.flux, "dtype": args.dtype}
+    return models | {
+        "seed": args.seed, "batch_size": args.batch_size, "steps": args.steps, "guidance": args.guidance,
+        "size": args.size, "temperature": args.temperature, "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens, "min_new_tokens": args.min_new_tokens,
+    }
+
+
+def check_run_config(out: Path, config: dict) -> None:
+    path = out / "run.json"
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = {k: (recorded.get(k), v) for k, v in config.items() if recorded.get(k) != v}
+        if changed:
+            details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{out} holds images made with other settings ({details}). Resume with the recorded settings "
+                f"(see {path}) or use a new --out."
+            )
+    else:
+        write_json(path, config)
+
+
+def request_for(case: Case) -> ThinkDiffRequest:
+    """ThinkDiff's CoBSAT request: the case's images and words in the reference reasoning prompt."""
+    return ThinkDiffRequest([open_image(p) for p in case.image_paths], list(case.words), preset="cobsat_reasoning")
+
+
+def unfinished(batches: list[Batch], out: Path) -> list[Batch]:
+    return [b for b in batches if not all(image_file(out, c).is_file() for c in b.cases)]
+
+
+def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args: argparse.Namespace) -> int:
+    """Generate the given batches, writing only images that do not exist yet; return how many were written."""
+    written = 0
+    for batch in tqdm(batches, desc="generate", unit="batch"):
+        first = batch.cases[0]
+        settings = GenerationSettings(
+            seed=seed_for(args.seed, first.shot, first.task.id, first.index), temperature=args.temperature,
+            top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+        )
+        requests = [request_for(case) for case in batch.cases]
+        result = pipeline(
+            requests, settings, image_seeds=[seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases],
+            guidance_scale=args.guidance, num_inference_steps=args.steps, height=args.size, width=args.size,
+            progress=False,
+        )
+        for case, image, text in zip(batch.cases, result.images, result.texts):
+            target = image_file(out, case)
+            if target.is_file():
+                continue  # written before an interruption; the batch was redone only for its missing images
+            write_json(target.with_suffix(".json"), {"task": case.task.name, "shot": case.shot, "index": case.index,
+                                                     "words": list(case.words), "vlm_text": text})
+            save_image(image, target)
+            written += 1
+    return written
+
+
+# --- judge ---
+
+def unjudged(cases: list[Case], out: Path, judge_name: str) -> list[Case]:
+    return [c for c in cases if image_file(out, c).is_file() and not judgement_file(out, judge_name, c).is_file()]
+
+
+def judge(judge_model: Judge, cases: list[Case], out: Path, batch_size: int) -> int:
+    """Judge the given cases' images (both questions each, `batch_size` images per call); return how many."""
+    for start in tqdm(range(0, len(cases), batch_size), desc="judge", unit="batch"):
+        group = cases[start:start + batch_size]
+        for case, verdict in zip(group, judge_images(judge_model, group, [image_file(out, c) for c in group])):
+            write_json(judgement_file(out, judge_model.name, case), verdict.to_json())
+    return len(cases)
+
+
+# --- report ---
+
+def report(cases: list[Case], out: Path, judge_name: str) -> dict:
+    """Accuracy per task and shot count; missing images are wrong, unjudged existing images are an error."""
+    missing_judgements = unjudged(cases, out, judge_name)
+    if missing_judgements:
+        raise ValueError(
+            f"{len(missing_judgements)} images have no {judge_name} judgement (e.g. "
+            f"{image_file(out, missing_judgements[0])}). Run "
+            f"--stages judge for every shard first."
+        )
+    results: dict = {"judge": judge_name, "paper": PAPER, "shots": {}}
+    for shot in sorted({c.shot for c in cases}):
+        tasks = {}
+        for task_id in sorted({c.task.id for c in cases if c.shot == shot}):
+            group = [c for c in cases if c.shot == shot and c.task.id == task_id]
+            verdicts = [Judgement.from_json(json.loads(judgement_file(out, judge_name, c).read_text()))
+                        if image_file(out, c).is_file() else None for c in group]
+            judged = [v for v in verdicts if v is not None]
+            tasks[TASKS[task_id].name] = {
+                "accuracy": sum(v.correct for v in judged) / len(group),
+                "object_accuracy": sum(v.object_correct for v in judged) / len(group),
+                "attribute_accuracy": sum(v.attribute_correct for v in judged) / len(group),
+                "prompts": len(group), "missing_images": len(group) - len(judged),
+            }
+        average = sum(t["accuracy"] for t in tasks.values()) / len(tasks)
+        results["shots"][str(shot)] = {"tasks": tasks, "average": average}
+    return results
+
+
+def markdown(results: dict) -> str:
+    shots = list(results["shots"])
+    header = "| task | " + " | ".join(f"{s}-shot | paper {s}-shot" for s in shots) + " |"
+    rule = "|---|" + "---|---|" * len(shots)
+    names = [task.name for task in TASKS.values() if any(task.name in results["shots"][s]["tasks"] for s in shots)]
+
+    def cell(shot: str, key: str) -> str:
+        ours = results["shots"][shot]["tasks"].get(key, {}).get("accuracy") if key != "average" \
+            else results["shots"][shot]["average"]
+        paper = PAPER.get(shot, {}).get(key)
+        return f"{'-' if ours is None else f'{ours:.3f}'} | {'-' if paper is None else f'{paper:.3f}'}"
+
+    rows = [f"| {name} | " + " | ".join(cell(s, name) for s in shots) + " |" for name in names + ["average"]]
+    missing = sum(t["missing_images"] for s in shots for t in results["shots"][s]["tasks"].values())
+    return "\n".join([
+        f"# CoBSAT accuracy (judge: {results['judge']})", "",
+        f"Paper: {PAPER['source']}. A prompt counts as correct when the judge names both the object and the "
+        f"attribute; missing images ({missing} here) count as wrong.", "", header, rule, *rows, "",
+    ])
+
+
+# --- command line ---
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.cobsat", description=__doc__.splitlines()[0])
+    parser.add_argument("--cobsat-dir", type=Path, help="CoBSAT checkout with datasets/ and load_datasets/")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (images, judgements, reports)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--tasks", nargs="+", type=int, default=list(TASKS), help="task ids 1..10")
+    parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS))
+    parser.add_argument("--num-prompts", type=int, default=None, help="first N prompts per task (default 1000)")
+    parser.add_argument("--shard", type=int, default=0)
+    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true", help="synthetic dataset + tiny models, offline (smoke run)")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--vlm", default=None, help=f"VLM folder or Hub id (default {QWEN2_VL_ID})")
+    gen.add_argument("--aligner", default=None, help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER})")
+    gen.add_argument("--flux", default=None, help=f"FLUX folder or Hub id (default {FLUX_DEV_ID})")
+    gen.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    gen.add_argument("--device", default=None)
+    gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none")
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=None, help=f"default {REFERENCE_STEPS}")
+    gen.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
+    gen.add_argument("--size", type=int, default=None, help=f"default {REFERENCE_SIZE}")
+    gen.add_argument("--temperature", type=float, default=0.6)
+    gen.add_argument("--top-p", type=float, default=0.9)
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="default 128")
+    gen.add_argument("--min-new-tokens", type=int, default=None, help="default: --max-new-tokens")
+    jud = parser.add_argument_group("judge")
+    jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="default llava (qwen with --tiny)")
+    jud.add_argument("--judge-model", default=None, help=f"default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID}")
+    jud.add_argument("--judge-batch-size", type=int, default=8)
+    jud.add_argument("--judge-max-new-tokens", type=int, default=None, help="default 512 (the benchmark's)")
+    return parser
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill the reference (or tiny) defaults and check the arguments that must agree."""
+    tiny = args.tiny
+    args.num_prompts = args.num_prompts or (TINY["num_prompts"] if tiny else 1000)
+    args.steps = args.steps or (TINY["steps"] if tiny else REFERENCE_STEPS)
+    args.size = args.size or (TINY["size"] if tiny else REFERENCE_SIZE)
+    args.max_new_tokens = args.max_new_tokens or (TINY["max_new_tokens"] if tiny else 128)
+    args.min_new_tokens = args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens
+    args.judge = args.judge or ("qwen" if tiny else "llava")
+    args.judge_max_new_tokens = args.judge_max_new_tokens or (TINY["judge_max_new_tokens"] if tiny else 512)
+    if args.batch_size < 1 or args.judge_batch_size < 1:
+        raise ValueError(f"--batch-size and --judge-batch-size must be at least 1; got {args.batch_size}, "
+                         f"{args.judge_batch_size}.")
+    if not 0 <= args.shard < args.num_shards:
+        raise ValueError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards}).")
+    given = [f"--{name}" for name in ("vlm", "aligner", "flux", "judge_model") if getattr(args, name) is not None]
+    if tiny and given:
+        raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
+    args.vlm, args.aligner, args.flux = args.vlm or QWEN2_VL_ID, args.aligner or OFFICIAL_LVLM_ALIGNER, args.flux or FLUX_DEV_ID
+    if args.cobsat_dir is None and not args.tiny:
+        raise ValueError("--cobsat-dir is required (a CoBSAT checkout with datasets/), or use --tiny.")
+    if tiny and args.cobsat_dir is None:
+        args.cobsat_dir = args.out / "synthetic_cobsat"
+
+
+def judge_name(args: argparse.Namespace) -> str:
+    """Judgements and reports are filed under the judge's name, so two judges never mix."""
+    default = QWEN_JUDGE_ID if args.judge == "qwen" else LLAVA_JUDGE_ID
+    return f"{args.judge}-{'tiny' if args.tiny else Path(args.judge_model or default).name}"
+
+
+def load_judge(args: argparse.Namespace, tiny_vlm: Path | None) -> Judge:
+    name = judge_name(args)
+    if args.judge == "qwen":
+        source = tiny_vlm if tiny_vlm is not None else (args.judge_model or QWEN_JUDGE_ID)
+        vlm = VisionLanguageModel.from_pretrained(source, dtype="fp32" if tiny_vlm else args.dtype, device=args.device)
+        return QwenJudge(vlm, name, args.judge_max_new_tokens)
+    if tiny_vlm is not None:
+        raise ValueError("--tiny judges with the tiny Qwen VLM; use --judge qwen (the default with --tiny).")
+    return LlavaJudge.from_pretrained(args.judge_model or LLAVA_JUDGE_ID, name, args.dtype, args.device,
+                                      args.judge_max_new_tokens)
+
+
+def load_pipeline(args: argparse.Namespace, tiny_paths: dict[str, Path] | None) -> ThinkDiffPipeline:
+    if tiny_paths:
+        return ThinkDiffPipeline.from_pretrained(tiny_paths["flux"], tiny_paths["aligner"], tiny_paths["vlm"],
+                                                 dtype="fp32", device="cpu")
+    return ThinkDiffPipeline.from_pretrained(args.flux, args.aligner, args.vlm, dtype=args.dtype, device=args.device,
+                                             offload=args.offload)
+
+
+def free_memory() -> None:
+    """Let one stage's models go before the next stage loads its own."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    resolve_defaults(args)
+    if args.tiny and not (args.cobsat_dir / "datasets").is_dir():
+        write_synthetic_dataset(args.cobsat_dir, num_prompts=max(args.num_prompts, 10))
+    cases = build_cases(args.cobsat_dir, args.tasks, args.shots, args.num_prompts)
+    batches = [b for b in make_batches(cases, args.batch_size) if b.number % args.num_shards == args.shard]
+    mine = [case for batch in batches for case in batch.cases]
+    summary: dict = {"prompts": len(cases), "shard_prompts": len(mine), "generated": 0, "judged": 0}
+    tiny_paths: dict[str, Path] = {}
+
+    def tiny_models() -> dict[str, Path] | None:
+        """Written on first use only: a run with nothing left to do loads no model at all."""
+        if args.tiny and not tiny_paths:
+            from thinkdiff_core.tiny import write_tiny_thinkdiff
+
+            tiny_paths.update(write_tiny_thinkdiff(workdir))
+        return tiny_paths or None
+
+    if "generate" in args.stages:
+        check_run_config(args.out, generation_config(args))
+        todo = unfinished(batches, args.out)
+        if todo:
+            summary["generated"] = generate(load_pipeline(args, tiny_models()), todo, args.out, args)
+            free_memory()
+    if "judge" in args.stages:
+        todo = unjudged(mine, args.out, judge_name(args))
+        if todo:
+            tiny = tiny_models()
+            summary["judged"] = judge(load_judge(args, tiny["vlm"] if tiny else None), todo, args.out,
+                                      args.judge_batch_size)
+            free_memory()
+    if "report" in args.stages:
+        if args.num_shards > 1:
+            print("report skipped: run --stages report once all shards have finished (without --shard).")
+        else:
+            name = judge_name(args)
+            results = report(cases, args.out, name)
+            write_json(args.out / f"report_{name}.json", results)
+            write_text(args.out / f"report_{name}.md", markdown(results))
+            summary["report"] = str(args.out / f"report_{name}.md")
+            summary["averages"] = {shot: round(r["average"], 4) for shot, r in results["shots"].items()}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.tiny:
+        torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
+    try:
+        with tempfile.TemporaryDirectory(prefix="cobsat-tiny-") as workdir:
+            summary = run(args, Path(workdir))
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
