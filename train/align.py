@@ -82,25 +82,27 @@ def train_step(accelerator: Accelerator, aligner: torch.nn.Module, decoder: Prox
                seed: int) -> tuple[torch.Tensor, float]:
     """One optimizer step over `micro_batches` (gradient accumulation); returns (mean loss, lr).
 
-    `aligner` is the accelerate-prepared module (DDP across processes); `optimizer` a plain AdamW.
+    `aligner` is the accelerate-prepared module (DDP across processes; gradients are averaged in its
+    backward hooks, skipped with `no_sync` until the last micro-batch); `optimizer` a plain AdamW.
     """
     if decoder.uses_dropout:
         torch.manual_seed(step_seed(seed, accelerator.process_index, step))
     lr = learning_rate(step, options)
     set_learning_rate(optimizer, lr)
-    total = torch.zeros((), device=accelerator.device)
+    autocast = accelerator.autocast if accelerator.mixed_precision != "no" else nullcontext
+    losses = []
     for index, batch in enumerate(micro_batches):
         last = index == len(micro_batches) - 1
         with nullcontext() if last else accelerator.no_sync(aligner):
-            with accelerator.autocast():
+            with autocast():
                 loss, _ = proxy_loss(aligner, decoder, batch, accelerator.device)
-            accelerator.backward(loss / len(micro_batches))
-        total += loss.detach().float()
+            (loss if len(micro_batches) == 1 else loss / len(micro_batches)).backward()
+        losses.append(loss.detach())
     if options.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(aligner.parameters(), options.max_grad_norm, foreach=True)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total / len(micro_batches), lr
+    return (losses[0] if len(losses) == 1 else torch.stack(losses).float().mean()), lr
 
 
 def weights_crc32(module: torch.nn.Module) -> int:
@@ -240,7 +242,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     progress = tqdm(total=config.optim.max_steps, initial=step, disable=not main, desc="align", dynamic_ncols=True)
     keys: list[str] = []
-    waited = elapsed = 0.0
+    waited = elapsed = startup_wait = 0.0
     label_tokens = samples = 0
     start_step, last_metrics = step, {}
     window_start, window_tokens = time.perf_counter(), 0
@@ -252,6 +254,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         loss, lr = train_step(accelerator, aligner, decoder, optimizer, micro, step, config.optim, config.run.seed)
         step, consumed = step + 1, consumed + len(micro)
         waited, elapsed = waited + fetched - began, elapsed + time.perf_counter() - began
+        if step == start_step + 1:
+            startup_wait = fetched - began  # workers starting and filling their shuffle buffers
         tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro)
         label_tokens, samples, window_tokens = label_tokens + tokens, samples + sum(len(b["keys"]) for b in micro), \
             window_tokens + tokens
@@ -286,7 +290,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         {"rank": rank, "weights_crc32": checksums[rank], "samples": samples, "keys": keys}))
     summary = {"steps": step, "steps_this_run": step - start_step, "seconds": elapsed,
                "samples_per_s": samples * world / max(elapsed, 1e-9), "target_tokens_per_s": label_tokens * world / max(elapsed, 1e-9),
-               "data_wait_fraction": waited / max(elapsed, 1e-9), "final_loss": float(loss.item()),
+               "data_wait_fraction": waited / max(elapsed, 1e-9),
+               "data_wait_fraction_after_first_batch": (waited - startup_wait) / max(elapsed - startup_wait, 1e-9),
+               "final_loss": float(loss.item()),
                "ranks_in_sync": len(set(checksums)) == 1, **last_metrics}
     if main:
         exported = _export(output / "aligner.safetensors", unwrapped,

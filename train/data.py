@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -305,9 +304,3 @@ class TrainingStream(IterableDataset):
                 continue
             position = local * workers + role  # the batch's index in this rank's stream
             yield self.build_batch(chunk, random.Random(f"{self.seed}:split:{self.rank}:{position}"))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -21,6 +21,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from thinkdiff_core.aligner import Aligner
 from thinkdiff_core.vlm import resolve_dtype
 
+from .recipe import IGNORE_INDEX, feature_mask
+
 
 @dataclass
 class ProxyDecoder:
@@ -74,11 +76,11 @@ def new_aligner(input_size: int, decoder: ProxyDecoder, seed: int) -> Aligner:
     return aligner
 
 
-def decoder_loss(model: T5ForConditionalGeneration, states: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-                 decoder_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-mean cross-entropy of `labels` given encoder-side `states` (the irreducible work)."""
+def decoder_loss(model: T5ForConditionalGeneration, states: torch.Tensor, mask: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-mean cross-entropy of `labels` (-100 = padding) given encoder-side `states` (the irreducible work)."""
     out = model(encoder_outputs=(states.to(model.lm_head.weight.dtype),), attention_mask=mask, labels=labels,
-                decoder_attention_mask=decoder_mask)
+                decoder_attention_mask=(labels != IGNORE_INDEX).long(), use_cache=False)
     return out.loss, out.logits
 
 
@@ -87,9 +89,8 @@ def proxy_loss(aligner: nn.Module, decoder: ProxyDecoder, batch: dict,
     """The training objective: aligned features -> frozen decoder -> cross-entropy on the target text."""
     weight = next(aligner.parameters())
     features = batch["features"].to(device=device, dtype=weight.dtype, non_blocking=True)
-    mask = batch["feature_mask"].to(device, non_blocking=True)
-    return decoder_loss(decoder.model, aligner(features), mask, batch["labels"].to(device, non_blocking=True),
-                        batch["decoder_attention_mask"].to(device, non_blocking=True))
+    return decoder_loss(decoder.model, aligner(features), feature_mask(batch, device),
+                        batch["labels"].to(device, non_blocking=True))
 
 
 @contextlib.contextmanager
@@ -110,6 +111,6 @@ def greedy_decode(aligner: nn.Module, decoder: ProxyDecoder, batch: dict, device
     weight = next(aligner.parameters())
     aligned = aligner(batch["features"].to(device=device, dtype=weight.dtype)).to(decoder.dtype)
     ids = decoder.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=aligned),
-                                 attention_mask=batch["feature_mask"].to(device), max_new_tokens=max_new_tokens,
+                                 attention_mask=feature_mask(batch, device), max_new_tokens=max_new_tokens,
                                  do_sample=False, num_beams=1)
     return decoder.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -102,7 +102,8 @@ def pretrain_t5_on_captions(folder: Path, captions: list[str], steps: int, seed:
             rests.append(" ".join(words[cut:]))
         inputs = tokenizer(prefixes, padding=True, return_tensors="pt")
         labels = tokenizer(rests, padding=True, return_tensors="pt")["input_ids"]
-        loss = model(**inputs, labels=labels.masked_fill(labels == tokenizer.pad_token_id, -100)).loss
+        loss = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                     labels=labels.masked_fill(labels == tokenizer.pad_token_id, -100)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -161,7 +162,7 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     eval_batches = held_out_batches(features["held_out"], batches, 32, config.data.eval_samples)
     stage("held-out proxy metrics of an untrained aligner (T5-norm init, as training starts)")
     before = evaluate(new_aligner(eval_batches[0]["features"].shape[-1], decoder, config.run.seed), decoder,
-                      eval_batches, torch.device("cpu"), show=6)
+                      eval_batches, torch.device("cpu"), show=8)
 
     stage(f"python -m train.align: {config.optim.max_steps} steps of batch {config.data.batch_size}")
     from .align import train
@@ -170,7 +171,7 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     from thinkdiff_core.checkpoint import load_aligner
 
     aligner = load_aligner(summary["aligner"], dtype=torch.float32)
-    after = evaluate(aligner.module, decoder, eval_batches, torch.device("cpu"), show=6)
+    after = evaluate(aligner.module, decoder, eval_batches, torch.device("cpu"), show=8)
     stage("done")
     print("\n".join(["", *_table(before, after), "", "untrained aligner, greedy decodes:", *format_examples(before.examples),
                      "", "trained aligner, greedy decodes:", *format_examples(after.examples), "",

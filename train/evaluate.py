@@ -25,7 +25,7 @@ from thinkdiff_core.checkpoint import load_aligner
 from . import config as cfg
 from .data import FeatureSample, decode_feature_sample, expand_shards, read_manifest, tar_samples, VLM_TOKENIZER_DIR
 from .decoder import ProxyDecoder, decoder_loss, greedy_decode, inference_mode, load_decoder, new_aligner
-from .recipe import IGNORE_INDEX, LvlmBatches
+from .recipe import IGNORE_INDEX, LvlmBatches, feature_mask
 
 
 @dataclasses.dataclass
@@ -34,7 +34,7 @@ class ProxyMetrics:
     token_accuracy: float
     exact_match: float
     samples: int
-    examples: list[tuple[str, str]]  # (target, greedy decode)
+    examples: list[tuple[str, str, str]]  # (text the aligner saw, target, greedy decode)
 
     def rows(self, prefix: str = "") -> list[str]:
         return [f"{prefix}loss: {self.loss:.4f}", f"{prefix}token_accuracy: {self.token_accuracy:.4f}",
@@ -43,6 +43,7 @@ class ProxyMetrics:
 
 def held_out_batches(spec: str, batches: LvlmBatches, batch_size: int, limit: int, seed: int = 0) -> list[dict]:
     """The first `limit` usable held-out samples, split with a fixed seed, in fixed batches."""
+    batches = dataclasses.replace(batches, keep_prefix=True)
     samples: list[FeatureSample] = []
     for shard in expand_shards(spec, "held-out features"):
         for raw in tar_samples(shard):
@@ -65,15 +66,14 @@ def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list
     """Proxy metrics of `aligner` over `eval_batches` (the decoder's dropout off while measuring)."""
     tokenizer = decoder.tokenizer
     total_loss = correct = tokens = exact = count = 0
-    examples: list[tuple[str, str]] = []
+    examples: list[tuple[str, str, str]] = []
     was_training = aligner.training
     aligner.eval()
     with inference_mode(decoder), autocast():
         for batch in eval_batches:
             features = batch["features"].to(device=device, dtype=next(aligner.parameters()).dtype)
             labels = batch["labels"].to(device)
-            loss, logits = decoder_loss(decoder.model, aligner(features), batch["feature_mask"].to(device), labels,
-                                        batch["decoder_attention_mask"].to(device))
+            loss, logits = decoder_loss(decoder.model, aligner(features), feature_mask(batch, device), labels)
             real = labels != IGNORE_INDEX
             total_loss += loss.float().item() * real.sum().item()
             correct += ((logits.argmax(-1) == labels) & real).sum().item()
@@ -83,17 +83,18 @@ def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list
                 target = tokenizer.decode(labels[row][real[row]], skip_special_tokens=True)
                 exact += text.strip() == target.strip()
                 if len(examples) < show:
-                    examples.append((target, text))
+                    examples.append((batch["prefixes"][row] if "prefixes" in batch else "", target, text))
             count += len(decoded)
     aligner.train(was_training)
     return ProxyMetrics(total_loss / max(tokens, 1), correct / max(tokens, 1), exact / max(count, 1), count, examples)
 
 
-def format_examples(examples: list[tuple[str, str]], width: int = 48) -> list[str]:
-    lines = [f"  {'target':<{width}} | greedy decode"]
-    for target, decoded in examples:
+def format_examples(examples: list[tuple[str, str, str]], width: int = 40) -> list[str]:
+    """One line per example: what the aligner saw, the target continuation, the greedy decode (= if equal)."""
+    lines = [f"  {'aligner saw (tokens [:s])':<{width}} | {'target (text of [s:])':<{width}} | greedy decode"]
+    for seen, target, decoded in examples:
         mark = "=" if target.strip() == decoded.strip() else "x"
-        lines.append(f"{mark} {target[:width]:<{width}} | {decoded[:width]}")
+        lines.append(f"{mark} {seen[-width:]:<{width}} | {target[:width]:<{width}} | {decoded[:width]}")
     return lines
 
 

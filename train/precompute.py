@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import random
+import shutil
 import sys
 import time
 import zlib
@@ -34,12 +35,13 @@ import webdataset as wds
 from PIL import Image
 from tqdm.auto import tqdm
 
+from thinkdiff_core.files import write_atomic
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.tokens import LVLM_RECIPE
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from . import config as cfg
-from .data import FEATURE_FORMAT, MANIFEST, VLM_TOKENIZER_DIR, ImageUnit, atomic_write_text, encode_feature_sample, image_units
+from .data import FEATURE_FORMAT, MANIFEST, VLM_TOKENIZER_DIR, ImageUnit, encode_feature_sample, image_units
 
 BRIEF_INSTRUCTIONS = [
     "Describe the image concisely.",
@@ -110,24 +112,38 @@ def _manifest(config: PrecomputeConfig, vlm: VisionLanguageModel) -> dict:
 def _claim_output(folder: Path, manifest: dict) -> None:
     """Write the manifest, or check that the existing one describes the same settings."""
     path = folder / MANIFEST
-    if path.is_file():
-        existing = json.loads(path.read_text())
-        before, now = existing.get("settings", {}), manifest["settings"]
-        changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k) != now[k]]
-        if existing.get("source_model_id") != manifest["source_model_id"]:
-            changed.append(f"VLM: {existing.get('source_model_id')} -> {manifest['source_model_id']}")
-        if changed:
-            raise ValueError(f"{folder} holds features made with other settings ({'; '.join(changed)}). Resume with the "
-                             f"same settings, or write to another --output folder.")
+    if not path.is_file():
+        try:
+            write_atomic(path, lambda temporary: temporary.write_text(json.dumps(manifest, indent=2)))
+            return
+        except FileExistsError:
+            pass  # another rank wrote it first: check it like any existing manifest
+    existing = json.loads(path.read_text())
+    before, now = existing.get("settings", {}), manifest["settings"]
+    changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k) != now[k]]
+    if existing.get("source_model_id") != manifest["source_model_id"]:
+        changed.append(f"VLM: {existing.get('source_model_id')} -> {manifest['source_model_id']}")
+    if changed:
+        raise ValueError(f"{folder} holds features made with other settings ({'; '.join(changed)}). Resume with the "
+                         f"same settings, or write to another --output folder.")
+
+
+def _save_tokenizer(vlm: VisionLanguageModel, folder: Path) -> None:
+    """A copy of the VLM tokenizer beside the features: training decodes token ids without the VLM."""
+    target = folder / VLM_TOKENIZER_DIR
+    if target.is_dir():
         return
-    atomic_write_text(path, json.dumps(manifest, indent=2))
+    temporary = folder / f".{VLM_TOKENIZER_DIR}.tmp-{os.getpid()}"
+    vlm.tokenizer.save_pretrained(temporary)
+    try:
+        os.replace(temporary, target)
+    except OSError:  # another rank got there first
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeConfig, folder: Path,
                   budget: int | None, progress: tqdm) -> dict:
     """Generate for every readable image of one unit and write its shard; returns the unit's stats."""
-    final = folder / f"{unit.index:06d}.tar"
-    temporary = folder / f".{final.name}.tmp-{os.getpid()}"
     settings = dict(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
                     min_new_tokens=config.min_new_tokens)
     dtype = FEATURE_DTYPES[config.feature_dtype]
@@ -150,7 +166,11 @@ def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeC
         progress.update(len(pending))
         pending, batch_index = [], batch_index + 1
 
-    try:
+    stats: dict = {}
+
+    def write_shard(temporary: Path) -> None:
+        """The shard under a temporary name; its stats are written before the rename marks it done."""
+        nonlocal skipped
         with wds.TarWriter(str(temporary)) as writer:
             for record in unit.records():
                 if budget is not None and written + len(pending) >= budget:
@@ -165,12 +185,12 @@ def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeC
             if pending:
                 flush(writer)
         skipped += unit.errors
-        stats = {"unit": unit.index, "source": unit.name, "samples": written, "generated_tokens": tokens,
-                 "skipped": len(skipped), "skipped_details": skipped[:100]}
-        atomic_write_text(folder / f"{unit.index:06d}.stats.json", json.dumps(stats, indent=2))
-        os.replace(temporary, final)
-    finally:
-        temporary.unlink(missing_ok=True)
+        stats.update(unit=unit.index, source=unit.name, samples=written, generated_tokens=tokens, skipped=len(skipped),
+                     skipped_details=skipped[:100])
+        write_atomic(folder / f"{unit.index:06d}.stats.json", lambda t: t.write_text(json.dumps(stats, indent=2)),
+                     overwrite=True)
+
+    write_atomic(folder / f"{unit.index:06d}.tar", write_shard, overwrite=True)
     return stats
 
 
@@ -200,9 +220,7 @@ def run(config: PrecomputeConfig) -> dict:
                                               trust_remote_code=config.trust_remote_code)
     folder.mkdir(parents=True, exist_ok=True)
     _claim_output(folder, _manifest(config, vlm))
-    if not (folder / VLM_TOKENIZER_DIR).is_dir():
-        vlm.tokenizer.save_pretrained(folder / f"{VLM_TOKENIZER_DIR}.tmp-{os.getpid()}")
-        os.replace(folder / f"{VLM_TOKENIZER_DIR}.tmp-{os.getpid()}", folder / VLM_TOKENIZER_DIR)
+    _save_tokenizer(vlm, folder)
     print(f"rank {rank}/{world}: {len(todo)} of {len(mine)} units to do ({summary['already_done']} already done)")
     started = time.perf_counter()
     with tqdm(desc=f"precompute rank {rank}", unit="img", position=rank, dynamic_ncols=True) as progress:

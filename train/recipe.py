@@ -37,6 +37,8 @@ class LvlmBatches:
     t5_tokenizer: object
     max_split: int = 128
     max_target_tokens: int = 128
+    keep_prefix: bool = False
+    """Also decode the text of tokens [:s] (what the aligner saw), for showing held-out examples."""
 
     @staticmethod
     def usable(sample: FeatureSample) -> bool:
@@ -46,25 +48,37 @@ class LvlmBatches:
     def split_point(self, length: int, rng: random.Random) -> int:
         return rng.randint(1, min(length - 1, self.max_split))
 
-    def targets(self, token_ids: list[list[int]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """Texts of the held-back tokens, their T5 labels (pads = -100) and decoder attention mask."""
+    def targets(self, token_ids: list[list[int]]) -> tuple[list[str], torch.Tensor]:
+        """Texts of the held-back tokens and their T5 labels (pads = -100)."""
         texts = self.vlm_tokenizer.batch_decode(token_ids, skip_special_tokens=True)
         tokens = self.t5_tokenizer(texts, padding="longest", truncation=True, max_length=self.max_target_tokens,
                                    return_tensors="pt")
-        labels = tokens["input_ids"].masked_fill(tokens["input_ids"] == self.t5_tokenizer.pad_token_id, IGNORE_INDEX)
-        return texts, labels, tokens["attention_mask"]
+        return texts, tokens["input_ids"].masked_fill(tokens["input_ids"] == self.t5_tokenizer.pad_token_id, IGNORE_INDEX)
 
     def __call__(self, samples: list[FeatureSample], rng: random.Random) -> dict:
         splits = [self.split_point(s.length, rng) for s in samples]
         width, hidden = max(splits), samples[0].features.shape[-1]
         features = torch.zeros(len(samples), width, hidden, dtype=samples[0].features.dtype)
-        mask = torch.zeros(len(samples), width, dtype=torch.long)
         for row, (sample, split) in enumerate(zip(samples, splits)):
             features[row, :split] = sample.features[:split]
-            mask[row, :split] = 1
-        texts, labels, decoder_mask = self.targets([s.token_ids[split:].tolist() for s, split in zip(samples, splits)])
-        return {"features": features, "feature_mask": mask, "labels": labels, "decoder_attention_mask": decoder_mask,
-                "targets": texts, "splits": splits, "keys": [s.key for s in samples]}
+        texts, labels = self.targets([s.token_ids[split:].tolist() for s, split in zip(samples, splits)])
+        batch = {"features": features, "labels": labels, "splits": splits, "targets": texts,
+                 "keys": [s.key for s in samples]}
+        if self.keep_prefix:
+            batch["prefixes"] = self.vlm_tokenizer.batch_decode(
+                [s.token_ids[:split].tolist() for s, split in zip(samples, splits)], skip_special_tokens=True)
+        return batch
+
+
+def feature_mask(batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """1 for the first `splits[b]` positions of row b, 0 for the padding after them.
+
+    Batches carry the split points rather than the mask (and the labels rather than the decoder
+    mask, which is `labels != -100`): fewer tensors to pass from the loader workers.
+    """
+    width = batch["features"].shape[1]
+    splits = torch.tensor(batch["splits"], device=device)
+    return (torch.arange(width, device=device)[None] < splits[:, None]).long()
 
 
 def check_variant(variant: str) -> None:

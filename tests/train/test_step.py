@@ -13,7 +13,7 @@ from train.data import decode_feature_sample, expand_shards, tar_samples
 from train.decoder import load_decoder, new_aligner, proxy_loss
 from train.evaluate import vlm_tokenizer_for
 from train.optim import learning_rate, make_optimizer
-from train.recipe import LvlmBatches
+from train.recipe import LvlmBatches, feature_mask
 
 
 def first_batch(features, decoder, size=8):
@@ -51,9 +51,8 @@ def test_loss_ignores_padded_features_and_pad_labels(features, tiny_t5_dir):
     batch = first_batch(features, decoder, size=4)
     padded = dict(batch)
     padded["features"] = torch.cat([batch["features"], torch.randn(4, 3, 64).to(batch["features"].dtype)], 1)
-    padded["feature_mask"] = torch.cat([batch["feature_mask"], torch.zeros(4, 3, dtype=torch.long)], 1)
     padded["labels"] = torch.cat([batch["labels"], torch.full((4, 2), -100)], 1)
-    padded["decoder_attention_mask"] = torch.cat([batch["decoder_attention_mask"], torch.zeros(4, 2, dtype=torch.long)], 1)
+    assert feature_mask(padded)[:, -3:].sum() == 0
     with torch.no_grad():
         plain, _ = proxy_loss(aligner, decoder, batch, torch.device("cpu"))
         extended, _ = proxy_loss(aligner, decoder, padded, torch.device("cpu"))
