@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 from pathlib import Path
 
@@ -24,13 +23,12 @@ from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_setup import timed  # noqa: E402
+from train_setup import step_vs_bare  # noqa: E402
 
-from train.align import train_step  # noqa: E402
 from train.config import OptimOptions  # noqa: E402
-from train.decoder import ProxyDecoder, decoder_loss, new_aligner  # noqa: E402
+from train.decoder import ProxyDecoder, new_aligner  # noqa: E402
 from train.optim import make_optimizer  # noqa: E402
-from train.recipe import IGNORE_INDEX, feature_mask  # noqa: E402
+from train.recipe import IGNORE_INDEX  # noqa: E402
 
 FLAN_T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_decoder_layers=24, num_heads=64,
                    dropout_rate=0.1)
@@ -83,38 +81,14 @@ def main() -> None:
     aligner = accelerator.prepare(aligner)
     rng = random.Random(0)
     batches = [random_batch(args.batch_size, hidden, shape["vocab_size"], rng) for _ in range(args.steps)]
-    step = 0
-
-    def training() -> None:
-        nonlocal step
-        for batch in batches:
-            train_step(accelerator, aligner, decoder, optimizer, [batch], step, options, seed=0)
-            step += 1
-
-    def bare() -> None:
-        for batch in batches:
-            states = torch.randn(*batch["features"].shape[:2], shape["d_model"], device=device,
-                                 dtype=decoder.dtype, requires_grad=True)
-            with accelerator.autocast():
-                loss, _ = decoder_loss(decoder.model, states, feature_mask(batch, device), batch["labels"].to(device))
-            loss.backward()
-
-    train_step(accelerator, aligner, decoder, optimizer, batches[:1], 0, options, seed=0)  # warm-up
-    bare()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    step_times, bare_times = [], []
-    for _ in range(3):  # interleaved so drift hits both sides alike
-        step_times.append(timed(training) / len(batches))
-        bare_times.append(timed(bare) / len(batches))
-    step_s, bare_s = statistics.median(step_times), statistics.median(bare_times)
+    step_s, bare_s, ratio = step_vs_bare(accelerator, aligner, decoder, optimizer, options, batches, repeats=3)
     parameters = sum(p.numel() for p in decoder.model.parameters())
     name = torch.cuda.get_device_name() if cuda else "CPU (--tiny)"
     print(f"device: {name}; decoder {parameters / 1e9:.2f} B parameters ({'Flan-T5-XXL' if not args.tiny else 'toy'} "
           f"shapes, random), features {hidden}-d, batch {args.batch_size}, {'bf16 autocast' if cuda else 'fp32'}")
     print(f"train_step_s: {step_s:.4f}")
     print(f"bare_decoder_forward_backward_s: {bare_s:.4f}")
-    print(f"train_step_over_bare: {step_s / bare_s:.3f}")
+    print(f"train_step_over_bare: {ratio:.3f}")
     print(f"train_samples_per_s: {args.batch_size / step_s:.1f}")
     if cuda:
         print(f"peak_memory_gib: {torch.cuda.max_memory_allocated() / 2**30:.1f}")

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from accelerate import Accelerator  # noqa: E402
+from vlm_capture import timed  # noqa: E402
+
 from thinkdiff_core.tiny import CORPUS, write_tiny_qwen_vl, write_tiny_t5  # noqa: E402
+from train.align import train_step  # noqa: E402
+from train.config import OptimOptions  # noqa: E402
+from train.decoder import ProxyDecoder, decoder_loss  # noqa: E402
 from train.precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig  # noqa: E402
 from train.precompute import run as precompute  # noqa: E402
+from train.recipe import feature_mask  # noqa: E402
 from train.synthetic import all_captions, shape_samples, write_image_folder  # noqa: E402
 
 
@@ -30,15 +36,33 @@ def tiny_world(root: Path, images: int = 256, d_model: int = 64, tokens: int = 2
     return {"vlm": vlm, "t5": t5, "images": folder, "features": root / "features"}
 
 
-def timed(function, repeats: int = 1) -> float:
-    """Median wall time of `function()` (synchronising CUDA around it)."""
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def step_vs_bare(accelerator: Accelerator, aligner: torch.nn.Module, decoder: ProxyDecoder,
+                 optimizer: torch.optim.Optimizer, options: OptimOptions, batches: list[dict],
+                 repeats: int) -> tuple[float, float, float]:
+    """Seconds per batch of the real `train_step` and of a bare forward+backward of the same decoder on
+    the same batches (states of the aligned shape, requiring grad), interleaved; and their median ratio."""
+    device, step = accelerator.device, 0
+
+    def training() -> None:
+        nonlocal step
+        for batch in batches:
+            train_step(accelerator, aligner, decoder, optimizer, [batch], step, options, seed=0)
+            step += 1
+
+    def bare() -> None:
+        for batch in batches:
+            states = torch.randn(*batch["features"].shape[:2], decoder.hidden_size, device=device, dtype=decoder.dtype,
+                                 requires_grad=True)
+            with accelerator.autocast():
+                loss, _ = decoder_loss(decoder.model, states, feature_mask(batch, device), batch["labels"].to(device))
+            loss.backward()
+
+    training(), bare()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    steps, bares = [], []
+    for _ in range(repeats):  # interleaved so drift in machine load hits both sides alike
+        bares.append(timed(bare, 1) / len(batches))
+        steps.append(timed(training, 1) / len(batches))
+    ratio = statistics.median(s / b for s, b in zip(steps, bares))
+    return statistics.median(steps), statistics.median(bares), ratio

@@ -1,8 +1,9 @@
 """Training step vs the irreducible work: a bare forward+backward of the same frozen decoder, same batch.
 
 The training step adds the aligner (forward, backward), the learning-rate update and the AdamW step
-to the decoder's forward and backward (the reference's options: no gradient clipping; --clip adds it). Both sides run on identical batches built
-by the real LVLM batch builder, timed interleaved so machine-load drift hits both alike.
+to the decoder's forward and backward (the reference's options: no gradient clipping; --clip adds
+it). Both sides run on identical batches built by the real LVLM batch builder, timed interleaved so
+machine-load drift hits both alike.
 
     python bench/train_step.py                   # tiny Flan-T5 (d_model 64), CPU, batch 32
     python bench/train_step.py --d-model 512     # a wider tiny decoder
@@ -12,22 +13,20 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
-from train_setup import timed, tiny_world
+from train_setup import step_vs_bare, tiny_world
 
-from train.align import train_step
 from train.config import OptimOptions
 from train.data import decode_feature_sample, expand_shards, tar_samples
-from train.decoder import decoder_loss, load_decoder, new_aligner
+from train.decoder import load_decoder, new_aligner
 from train.evaluate import vlm_tokenizer_for
 from train.optim import make_optimizer
-from train.recipe import LvlmBatches, feature_mask
+from train.recipe import LvlmBatches
 
 
 def main() -> None:
@@ -51,33 +50,13 @@ def main() -> None:
     options = OptimOptions(warmup_steps=10, max_steps=10_000, max_grad_norm=args.clip)
     optimizer = make_optimizer(aligner, options)
     aligner = accelerator.prepare(aligner)
-    step = 0
-
-    def training_steps() -> None:
-        nonlocal step
-        for batch in batches:
-            train_step(accelerator, aligner, decoder, optimizer, [batch], step, options, seed=0)
-            step += 1
-
-    def bare_steps() -> None:
-        for batch in batches:
-            states = torch.randn(*batch["features"].shape[:2], decoder.hidden_size, requires_grad=True)
-            loss, _ = decoder_loss(decoder.model, states, feature_mask(batch), batch["labels"])
-            loss.backward()
-
-    training_steps(), bare_steps()  # warm up
-    ratios, step_times, bare_times = [], [], []
-    for _ in range(args.repeats):
-        bare_s, step_s = timed(bare_steps), timed(training_steps)
-        ratios.append(step_s / bare_s)
-        step_times.append(step_s / len(batches))
-        bare_times.append(bare_s / len(batches))
-    step_ms, bare_ms = statistics.median(step_times) * 1e3, statistics.median(bare_times) * 1e3
+    step_s, bare_s, ratio = step_vs_bare(accelerator, aligner, decoder, optimizer, options, batches, args.repeats)
+    step_ms, bare_ms = step_s * 1e3, bare_s * 1e3
     print(f"setup: tiny Flan-T5 d_model {args.d_model}, features {hidden}-d, batch {args.batch_size}, CPU, 1 thread, "
           f"gradient clipping {args.clip}")
     print(f"bare_decoder_forward_backward_ms: {bare_ms:.2f}")
     print(f"train_step_ms: {step_ms:.2f}")
-    print(f"train_step_over_bare: {statistics.median(ratios):.3f}")
+    print(f"train_step_over_bare: {ratio:.3f}")
     print(f"train_samples_per_s: {args.batch_size / step_ms * 1e3:.0f}")
     print(f"bare_samples_per_s: {args.batch_size / bare_ms * 1e3:.0f}")
 

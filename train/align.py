@@ -289,7 +289,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     (output / "ranks" / f"rank-{rank}.json").write_text(json.dumps(
         {"rank": rank, "weights_crc32": checksums[rank], "samples": samples, "keys": keys}))
     summary = {"steps": step, "steps_this_run": step - start_step, "seconds": elapsed,
-               "samples_per_s": samples * world / max(elapsed, 1e-9), "target_tokens_per_s": label_tokens * world / max(elapsed, 1e-9),
+               "samples_per_s": samples * world / max(elapsed, 1e-9),
+               "target_tokens_per_s": label_tokens * world / max(elapsed, 1e-9),
                "data_wait_fraction": waited / max(elapsed, 1e-9),
                "data_wait_fraction_after_first_batch": (waited - startup_wait) / max(elapsed - startup_wait, 1e-9),
                "final_loss": float(loss.item()),
@@ -319,25 +320,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.demo:
-            from .demo import run_demo
+    if args.demo:
+        from .demo import run_demo
 
+        def demo() -> str:
             output = vars(args).get("set:run.output_dir")
-            run_demo(Path(output) if output else None)
-            return 0
-        if not (args.config or args.preset or any(k.startswith("set:") for k in vars(args))):
-            print(NO_CONFIG_HINT, file=sys.stderr)
-            return 2
+            run_demo(Path(output) if output else None)  # prints its own report
+            return ""
+
+        return cfg.run_tool(demo)
+    if not (args.config or args.preset or any(k.startswith("set:") for k in vars(args))):
+        print(NO_CONFIG_HINT, file=sys.stderr)
+        return 2
+
+    def work() -> str:
         config = cfg.resolve(TrainConfig, args)
         if args.resume:
             config = cfg.merge(config, {"run": {"resume": True}})
         summary = train(config)
-    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+        return json.dumps(summary, indent=2) if "aligner" in summary else ""  # rank 0 reports
+
+    return cfg.run_tool(work)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Configuration for the training tools: dataclasses, YAML/JSON files, presets and command-line overrides.
 
+Also the tools' shared command-line ending (`run_tool`): user errors become one `error:` line.
+
 Every option lives in one dataclass field with its help text, so the config file, `--help` and the
 code cannot drift apart. Precedence, lowest first: defaults, `--preset NAME`, `--config FILE`, then
 `--section.key VALUE` flags. Nested sections become dotted flags (`--optim.lr 2e-4`).
@@ -10,8 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, with_presets: bool
     """`--config`, optionally `--preset`, and one `--section.key` flag per option with its help and default."""
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the options below")
     if with_presets:
-        parser.add_argument("--preset", metavar="NAME", help=f"start from a preset in train/presets/: {', '.join(presets())}")
+        parser.add_argument("--preset", metavar="NAME",
+                            help=f"start from a preset in train/presets/: {', '.join(presets())}")
     defaults = cls()
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, kind, f in _leaves(cls):
@@ -195,6 +200,21 @@ def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotImplementedError)
+
+
+def run_tool(work: Callable[[], str]) -> int:
+    """Run a tool's work and print what it returns (exit 0); a user error prints one line (exit 2)."""
+    try:
+        text = work()
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if text:
+        print(text)
+    return 0
+
+
 def section(cls: type) -> Any:
     return dataclasses.field(default_factory=cls)
 
@@ -202,14 +222,16 @@ def section(cls: type) -> Any:
 @dataclasses.dataclass
 class ModelOptions:
     variant: str = option("lvlm", "lvlm: a VLM's generated-token features (ThinkDiff-LVLM); clip: vision-encoder "
-                                  "tokens plus a T5-encoded caption prefix (ThinkDiff-CLIP, arrives with thinkdiff_core.vision)")
+                                  "tokens plus a T5-encoded caption prefix (ThinkDiff-CLIP; not wired yet)")
     decoder: str = option("google/flan-t5-xxl", "T5 / Flan-T5 folder or Hub id; its frozen decoder is the proxy")
-    decoder_dtype: str = option("auto", "dtype of the frozen decoder: auto (bf16 on CUDA, fp32 elsewhere), bf16, fp16, fp32")
+    decoder_dtype: str = option("auto", "dtype of the frozen decoder: auto (bf16 on CUDA, fp32 elsewhere), bf16, "
+                                        "fp16, fp32")
     decoder_dropout: float | None = option(None, "dropout inside the frozen decoder; null keeps its config's value "
                                                  "(the reference trains with Flan-T5's 0.1 on)")
     vlm_tokenizer: str | None = option(None, "tokenizer that decodes the stored token ids; null: the copy train.precompute "
                                              "saved beside the features")
-    init_aligner: str | None = option(None, "start from this aligner file (.safetensors or official .pth) instead of a fresh one")
+    init_aligner: str | None = option(None, "start from this aligner file (.safetensors or official .pth) instead "
+                                            "of a fresh one")
 
 
 @dataclasses.dataclass

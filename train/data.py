@@ -10,8 +10,8 @@ Sources
 
 The training stream is deterministic from (seed, rank, worker): shards are shuffled per epoch, split
 across every (rank, worker) reader without duplicates, shuffled again through a buffer (per epoch,
-so epochs never mix), and cut into batches. Resuming after N batches replays exactly the same stream and drops the first N, so the
-data order after `--resume` is the order an uninterrupted run would have seen.
+so epochs never mix), and cut into batches. Resuming after N batches replays exactly the same stream
+and drops the first N, so the data order after `--resume` is the order an unbroken run would see.
 """
 
 from __future__ import annotations

@@ -173,9 +173,11 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     aligner = load_aligner(summary["aligner"], dtype=torch.float32)
     after = evaluate(aligner.module, decoder, eval_batches, torch.device("cpu"), show=8)
     stage("done")
-    print("\n".join(["", *_table(before, after), "", "untrained aligner, greedy decodes:", *format_examples(before.examples),
-                     "", "trained aligner, greedy decodes:", *format_examples(after.examples), "",
-                     f"aligner: {summary['aligner']}  (source {aligner.info.source_model_id}, {aligner.module.input_size} -> "
-                     f"{aligner.module.output_size}; load it with thinkdiff_core.load_aligner or the ComfyUI nodes)",
+    module = aligner.module
+    print("\n".join(["", *_table(before, after), "", "untrained aligner, greedy decodes:",
+                     *format_examples(before.examples), "", "trained aligner, greedy decodes:",
+                     *format_examples(after.examples), "",
+                     f"aligner: {summary['aligner']}  (source {aligner.info.source_model_id}, {module.input_size} -> "
+                     f"{module.output_size}; load it with thinkdiff_core.load_aligner or the ComfyUI nodes)",
                      f"total time: {time.perf_counter() - started:.0f} s"]))
     return {"before": before, "after": after, "aligner": summary["aligner"], "output": str(output)}

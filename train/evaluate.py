@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from thinkdiff_core.checkpoint import load_aligner
 
 from . import config as cfg
-from .data import FeatureSample, decode_feature_sample, expand_shards, read_manifest, tar_samples, VLM_TOKENIZER_DIR
+from .data import VLM_TOKENIZER_DIR, FeatureSample, decode_feature_sample, expand_shards, read_manifest, tar_samples
 from .decoder import ProxyDecoder, decoder_loss, greedy_decode, inference_mode, load_decoder, new_aligner
 from .recipe import IGNORE_INDEX, LvlmBatches, feature_mask
 
@@ -148,17 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
     cfg.add_arguments(parser, EvalConfig)
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> str:
         config = cfg.resolve(EvalConfig, args)
         if not config.aligner or not config.data:
-            parser.error("give --aligner (a file or 'untrained') and --data (held-out feature shards)")
+            raise ValueError("give --aligner (a file or 'untrained') and --data (held-out feature shards).")
         metrics = run(config)
-    except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print("\n".join(format_examples(metrics.examples)))
-    print("\n".join(metrics.rows()))
-    return 0
+        return "\n".join(format_examples(metrics.examples) + metrics.rows())
+
+    return cfg.run_tool(work)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ class PrecomputeConfig:
     max_new_tokens: int = cfg.option(256, "most tokens generated per image (the reference: 256)")
     min_new_tokens: int = cfg.option(1, "fewest tokens generated per image (the reference: 1)")
     feature_dtype: str = cfg.option("bf16", "stored feature dtype: bf16, fp16 or fp32")
-    instructions: list[str] = cfg.option(BRIEF_INSTRUCTIONS, "instructions drawn from per image (default: the reference's 16)")
+    instructions: list[str] = cfg.option(BRIEF_INSTRUCTIONS, "instructions, one drawn per image (default: the "
+                                                             "reference's 16)")
     limit: int | None = cfg.option(None, "at most this many images per rank and run (smoke runs); the unit reaching "
                                          "it ends short")
     rank: int | None = cfg.option(None, "this process's slice; null: $RANK (set by torchrun / accelerate launch) or 0")
@@ -241,13 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.precompute", description=__doc__.split("\n\n")[0])
     cfg.add_arguments(parser, PrecomputeConfig)
     args = parser.parse_args(argv)
-    try:
-        summary = run(cfg.resolve(PrecomputeConfig, args))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
+    return cfg.run_tool(lambda: json.dumps(run(cfg.resolve(PrecomputeConfig, args)), indent=2))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def test_features_equal_the_core_library_for_the_same_image_and_seed(features, s
         assert sample.meta["text"] == expected.texts[row]
 
 
-def test_resume_skips_finished_shards_and_redoes_only_the_missing_one(make_precompute_config, tiny_vlm_dirs, shape_folders, tmp_path):
+def test_resume_skips_finished_shards_and_redoes_only_the_missing_one(make_precompute_config, tiny_vlm_dirs,
+                                                                      shape_folders, tmp_path):
     config = make_precompute_config(tiny_vlm_dirs("qwen2_vl"), shape_folders["train"], tmp_path / "out")
     first = precompute(config)
     assert first["done"] == 3 and first["images"] == 48
