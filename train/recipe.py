@@ -6,8 +6,9 @@ frozen T5 decoder must predict the text of tokens [s:], decoded with the VLM's t
 tokens skipped) and re-tokenised with T5's (EOS appended, at most `max_target_tokens`), pad
 positions ignored (-100). This follows the reference's collater and forward exactly.
 
-ThinkDiff-CLIP (caption split at a word boundary, T5-encoded prefix after the image tokens) needs
-the vision encoder; it arrives with `thinkdiff_core.vision`.
+ThinkDiff-CLIP (caption split at a word boundary, T5-encoded prefix after the image tokens, the
+vision encoder of `thinkdiff_core.vision` in the loop) is a later addition: a batch builder of its
+own beside `LvlmBatches`, the T5 encoder kept (`load_decoder(keep_encoder=True)`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ IGNORE_INDEX = -100
 VARIANTS = ("lvlm", "clip")
 
 CLIP_NOT_YET = (
-    "The ThinkDiff-CLIP recipe (variant: clip) trains on vision-encoder tokens from thinkdiff_core.vision "
-    "(the BLIP-2 EVA ViT-g encoder), which is not in this checkout yet; it arrives with the CLIP-variant work. "
+    "The ThinkDiff-CLIP training recipe (variant: clip: BLIP-2 vision tokens from thinkdiff_core.vision plus a "
+    "T5-encoded caption prefix) is not wired into train.align yet; it is a later addition to this tool. "
     "Train the LVLM variant now (model.variant: lvlm, features from `python -m train.precompute`)."
 )
 

@@ -96,3 +96,13 @@ def test_ranks_take_disjoint_units(make_precompute_config, tiny_vlm_dirs, shape_
                                      rank=rank, world_size=2))
         done[rank] = sorted(p.name for p in (tmp_path / f"out{rank}").glob("*.tar"))
     assert done == {0: ["000000.tar", "000002.tar"], 1: ["000001.tar"]}
+
+
+def test_training_prompts_are_rendered_without_picture_labels(load_tiny_vlm, colour_images):
+    """The reference precompute renders its one image without Qwen's "Picture 1:" label; CoBSAT prompts keep it."""
+    vlm = load_tiny_vlm("qwen2_vl")
+    image = colour_images("red")[0]
+    plain = vlm.render(Prompt([image, BRIEF_INSTRUCTIONS[0]], vision_ids=False))
+    labelled = vlm.render(Prompt([image, BRIEF_INSTRUCTIONS[0]]))
+    assert "Picture 1:" not in plain and "<|vision_start|><|image_pad|><|vision_end|>Describe" in plain
+    assert labelled == plain.replace("<|vision_start|>", "Picture 1: <|vision_start|>")

@@ -60,7 +60,7 @@ def test_samples_shorter_than_two_tokens_cannot_be_split(batches):
     assert batches.usable(make_sample("b", [5, 6]))
 
 
-def test_clip_variant_says_it_arrives_with_the_vision_encoder():
+def test_clip_variant_stops_with_a_clear_message():
     with pytest.raises(NotImplementedError, match="thinkdiff_core.vision"):
         check_variant("clip")
     with pytest.raises(ValueError, match="lvlm"):
