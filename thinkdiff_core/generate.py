@@ -1,13 +1,17 @@
 """Make one ThinkDiff image from the command line.
 
     python -m thinkdiff_core.generate --image A.png --image B.png --words w1 w2 w3 --out out.png
+    python -m thinkdiff_core.generate --variant clip --image A.png --image B.png --prompt "..." --out out.png
 
-Defaults are the reference models and settings (Qwen2-VL-7B-Instruct, the official ThinkDiff-LVLM
-aligner from the Hub, FLUX.1-dev; guidance 3.5, 28 steps, 512x512, VLM sampling at temperature 0.6,
-top-p 0.9, exactly 128 new tokens). Local folders and files are accepted for every model. `--tiny`
-builds tiny random models in a temporary folder so the whole path runs offline on any CPU (the image
-is noise; the point is that everything runs). Prints the VLM's answer and where the image went; never
-replaces an existing file without `--overwrite`.
+The aligner decides the variant (`--variant` only picks the default aligner, or the tiny models).
+ThinkDiff-LVLM defaults: Qwen2-VL-7B-Instruct, the official LVLM aligner, FLUX.1-dev; guidance 3.5, 28
+steps, 512x512, VLM sampling at temperature 0.6, top-p 0.9, exactly 128 new tokens. ThinkDiff-CLIP
+defaults: BLIP-2's vision tower (`Salesforce/blip2-flan-t5-xxl`, vision files only), the official CLIP
+aligner, FLUX.1-dev with its T5 (prompt padded to 128 tokens); guidance 3.5, 28 steps, 1024x1024.
+Local folders and files are accepted for every model. `--tiny` builds tiny random models in a
+temporary folder so the whole path runs offline on any CPU (the image is noise; the point is that
+everything runs). Prints the VLM's answer (LVLM) and where the image went; never replaces an existing
+file without `--overwrite`.
 """
 
 from __future__ import annotations
@@ -19,16 +23,21 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import LoadedAligner, load_aligner
 from .images import open_image, save_image
 from .pipeline import (
-    FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
-    ThinkDiffPipeline, ThinkDiffRequest,
+    FLUX_DEV_ID, OFFICIAL_CLIP_ALIGNER, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE,
+    REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_STEPS, REFERENCE_T5_LENGTH, ThinkDiffPipeline, ThinkDiffRequest,
+    resolve_aligner_file,
 )
 from .prompts import PRESETS
+from .variants import SOURCES
+from .vision import BLIP2_HUB_ID
 from .vlm import GenerationSettings
 
 TINY_SIZE = 64
 TINY_STEPS = 4
+OFFICIAL_ALIGNERS = {"lvlm": OFFICIAL_LVLM_ALIGNER, "clip": OFFICIAL_CLIP_ALIGNER}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--image", action="append", required=True, help="a reference image; repeat for several")
     inputs.add_argument("--words", nargs="+", default=[],
-                        help="cobsat_reasoning: one word per image, then the query word; compose: labels (+ a request)")
-    inputs.add_argument("--preset", choices=PRESETS, default="cobsat_reasoning", help="how the VLM is asked")
-    inputs.add_argument("--instruction", default="", help="the instruction of the custom preset")
+                        help="LVLM: cobsat_reasoning: one word per image, then the query word; compose: labels (+ a request)")
+    inputs.add_argument("--preset", choices=PRESETS, default="cobsat_reasoning", help="LVLM: how the VLM is asked")
+    inputs.add_argument("--instruction", default="", help="LVLM: the instruction of the custom preset")
+    inputs.add_argument("--prompt", default="", help="CLIP: the text FLUX reads after the images (may be empty)")
     inputs.add_argument("--out", required=True, type=Path, help="output image (.png, .jpg, .webp)")
     inputs.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     models = parser.add_argument_group("models (local paths or Hub ids)")
-    models.add_argument("--vlm", default=None, help=f"VLM folder or Hub id (default {QWEN2_VL_ID})")
-    models.add_argument("--aligner", default=None, help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER})")
+    models.add_argument("--variant", choices=sorted(SOURCES), default=None,
+                        help="the default aligner (and tiny models) to use; otherwise read from --aligner (default lvlm)")
+    models.add_argument("--aligner", default=None,
+                        help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER}, clip: {OFFICIAL_CLIP_ALIGNER})")
+    models.add_argument("--vlm", default=None, help=f"LVLM: VLM folder or Hub id (default {QWEN2_VL_ID})")
+    models.add_argument("--vision-encoder", default=None,
+                        help=f"CLIP: BLIP-2 folder, converted vision file or Hub id (default {BLIP2_HUB_ID})")
     models.add_argument("--flux", default=None, help=f"FLUX diffusers folder or Hub id (default {FLUX_DEV_ID})")
     models.add_argument("--tiny", action="store_true", help="build tiny random models offline (CPU smoke run)")
     models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
@@ -56,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--seed", type=int, default=0, help="seeds the VLM's sampling and FLUX's noise")
     sampling.add_argument("--steps", type=int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS}; tiny {TINY_STEPS})")
     sampling.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
-    sampling.add_argument("--height", type=int, default=None, help=f"default {REFERENCE_SIZE} (tiny {TINY_SIZE})")
-    sampling.add_argument("--width", type=int, default=None, help=f"default {REFERENCE_SIZE} (tiny {TINY_SIZE})")
+    sampling.add_argument("--height", type=int, default=None,
+                          help=f"default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP} (tiny {TINY_SIZE})")
+    sampling.add_argument("--width", type=int, default=None,
+                          help=f"default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP} (tiny {TINY_SIZE})")
+    sampling.add_argument("--max-sequence-length", type=int, default=REFERENCE_T5_LENGTH,
+                          help="CLIP: T5 tokens of the prompt, padding included (the reference's 128; FLUX allows 512)")
     sampling.add_argument("--temperature", type=float, default=0.6, help="VLM sampling temperature (0: greedy)")
     sampling.add_argument("--top-p", type=float, default=0.9)
     sampling.add_argument("--max-new-tokens", type=int, default=128)
@@ -77,34 +96,51 @@ def check_output(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def load_pipeline(args: argparse.Namespace, workdir: Path) -> ThinkDiffPipeline:
+def model_parts(args: argparse.Namespace, workdir: Path) -> dict:
+    """`from_pretrained`'s model arguments, with the aligner loaded (it is small and decides the variant)."""
     if args.tiny:
-        given = [f"--{name}" for name in ("vlm", "aligner", "flux") if getattr(args, name) is not None]
+        given = [f"--{name.replace('_', '-')}" for name in ("vlm", "aligner", "flux", "vision_encoder")
+                 if getattr(args, name) is not None]
         if given:
             raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
-        from .tiny import write_tiny_thinkdiff
+        from .tiny import write_tiny_thinkdiff, write_tiny_thinkdiff_clip
 
-        paths = write_tiny_thinkdiff(workdir)
-        return ThinkDiffPipeline.from_pretrained(paths["flux"], paths["aligner"], paths["vlm"], dtype="fp32", device="cpu")
-    return ThinkDiffPipeline.from_pretrained(
-        args.flux or FLUX_DEV_ID, args.aligner or OFFICIAL_LVLM_ALIGNER, args.vlm or QWEN2_VL_ID, dtype=args.dtype,
-        device=args.device, offload=args.offload, trust_remote_code=args.trust_remote_code,
-    )
+        paths = (write_tiny_thinkdiff_clip if args.variant == "clip" else write_tiny_thinkdiff)(workdir)
+        return {**paths, "aligner": load_aligner(paths["aligner"])}
+    aligner: LoadedAligner = load_aligner(resolve_aligner_file(args.aligner or OFFICIAL_ALIGNERS[args.variant or "lvlm"]))
+    variant = aligner.info.variant
+    if args.variant not in (None, variant):
+        raise ValueError(f"--variant {args.variant} but --aligner {args.aligner} is a ThinkDiff-{variant.upper()} aligner "
+                         f"({aligner.info.token_recipe}); drop --variant (the aligner decides) or pass a "
+                         f"{args.variant.upper()} aligner.")
+    vision_encoder = args.vision_encoder or (BLIP2_HUB_ID if variant == "clip" else None)
+    return {"flux": args.flux or FLUX_DEV_ID, "aligner": aligner, "vlm": args.vlm, "vision_encoder": vision_encoder}
 
 
 def run(args: argparse.Namespace) -> Path:
     out = check_output(args.out, args.overwrite)
-    request = ThinkDiffRequest([open_image(path) for path in args.image], args.words, args.preset, args.instruction)
-    size, steps = (TINY_SIZE, TINY_STEPS) if args.tiny else (REFERENCE_SIZE, REFERENCE_STEPS)
+    request = ThinkDiffRequest([open_image(path) for path in args.image], args.words, args.preset, args.instruction,
+                               args.prompt)
     settings = GenerationSettings(
         seed=args.seed, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         min_new_tokens=args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens,
     )
     with tempfile.TemporaryDirectory(prefix="thinkdiff-tiny-") as workdir:
-        pipeline = load_pipeline(args, Path(workdir))
-        result = pipeline(request, settings, guidance_scale=args.guidance, num_inference_steps=args.steps or steps,
+        parts = model_parts(args, Path(workdir))
+        SOURCES[parts["aligner"].info.variant].check_requests([request])  # before the large models load
+        if args.tiny:
+            pipeline = ThinkDiffPipeline.from_pretrained(**parts, dtype="fp32", device="cpu",
+                                                         max_sequence_length=args.max_sequence_length)
+        else:
+            pipeline = ThinkDiffPipeline.from_pretrained(
+                **parts, dtype=args.dtype, device=args.device, offload=args.offload,
+                trust_remote_code=args.trust_remote_code, max_sequence_length=args.max_sequence_length)
+        size = TINY_SIZE if args.tiny else None  # None: the variant's reference size
+        result = pipeline(request, settings, guidance_scale=args.guidance,
+                          num_inference_steps=args.steps or (TINY_STEPS if args.tiny else REFERENCE_STEPS),
                           height=args.height or size, width=args.width or size)
-    print(f"VLM: {result.texts[0]}")
+    if result.texts:
+        print(f"VLM: {result.texts[0]}")
     written = save_image(result.images[0], out, overwrite=args.overwrite)
     print(f"wrote {written}")
     return written

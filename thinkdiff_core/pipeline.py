@@ -1,28 +1,29 @@
-"""ThinkDiff for scripts: images + words -> VLM reasoning -> aligner -> FLUX, on diffusers' `FluxPipeline`.
+"""ThinkDiff for scripts, both variants, on diffusers' `FluxPipeline`.
 
 The pipeline is a composition, not a reimplementation. It runs four steps, each one the library's
 shared code:
 
-1. feature source: the VLM answers the prompt and its generated-token features come back as
-   `ThinkDiffTokens` (`VisionLanguageModel.generate`, batched over prompts);
+1. feature source: `ThinkDiffTokens` from the variant's model (`thinkdiff_core.variants`):
+   ThinkDiff-LVLM asks a VLM (`VisionLanguageModel.generate`, batched over requests) and keeps its
+   answer's token features; ThinkDiff-CLIP runs BLIP-2's vision tower over each request's images
+   (`VisionEncoder.encode`);
 2. aligner: `LoadedAligner(tokens)` maps them to T5-encoder space;
-3. conditioning: `merge_conditioning` puts the aligned tokens into a base conditioning that carries
-   the pooled CLIP-L vector and the guidance, exactly as the ComfyUI nodes do;
-4. FLUX: diffusers' `FluxPipeline` samples with `prompt_embeds` / `pooled_prompt_embeds` from step 3
-   (its T5 is never loaded: ThinkDiff-LVLM has no T5 text at all).
+3. conditioning: `merge_conditioning` puts the aligned tokens into the variant's base conditioning,
+   exactly as the ComfyUI nodes do: LVLM `replace`s an empty prompt (pooled CLIP-L of ""); CLIP
+   `prepend`s the images to FLUX's own T5 encoding of the prompt (pooled CLIP-L of the prompt);
+4. FLUX: diffusers' `FluxPipeline` samples with `prompt_embeds` / `pooled_prompt_embeds` from step 3.
+   FLUX's T5-XXL is loaded for the CLIP variant only.
 
-`ThinkDiffPipeline.flux_inputs` returns what step 4 receives, and `__call__` passes exactly that, so
-a script can inspect (or a test can check) the FLUX inputs without sampling.
-
-Only the LVLM (reasoning) variant is wired. The CLIP (composition) variant fits the same frame: its
-feature source is the BLIP-2 vision encoder (`thinkdiff_core.vision`, not in this branch yet), its base
-conditioning is the T5 encoding of the prompt with the pooled CLIP-L vector of that prompt, and its
-merge mode is `prepend`; `_feature_tokens` and `_base_conditioning` are the two places it plugs in.
+The variant comes from the aligner's metadata (`LoadedAligner.info.variant`): pass the CLIP aligner
+with a vision encoder, or the LVLM aligner with a VLM. `ThinkDiffPipeline.flux_inputs` returns what
+step 4 receives, and `__call__` passes exactly that, so a script can inspect (or a test can check)
+the FLUX inputs without sampling.
 
 Batches: FLUX has no text attention mask. The VLM's rows all have `max_new_tokens` positions under the
 reference settings (min = max new tokens), so a batch conditions each image exactly as a single run
 would. If rows stop early at different lengths, the shorter rows are padded with zero positions (what
 `LoadedAligner` does) and FLUX attends to those zeros: batch such prompts one at a time if that matters.
+A CLIP batch needs the same image count in every request (its rows are then equally long).
 """
 
 from __future__ import annotations
@@ -40,39 +41,33 @@ from PIL import Image
 
 from .checkpoint import LoadedAligner, load_aligner
 from .conditioning import merge_conditioning
-from .images import as_pil
-from .prompts import build_prompt
 from .tokens import ThinkDiffTokens
+from .variants import (
+    REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_T5_LENGTH, ReasoningSource, ThinkDiffRequest, VisionSource, check_parts,
+)
+from .vision import VisionEncoder
 from .vlm import DTYPES, HUB_ID, GenerationSettings, VisionLanguageModel, resolve_dtype
+
+__all__ = [
+    "FLUX_DEV_ID", "OFFICIAL_CLIP_ALIGNER", "OFFICIAL_LVLM_ALIGNER", "OFFLOAD_MODES", "QWEN2_VL_ID",
+    "REFERENCE_GUIDANCE", "REFERENCE_SIZE", "REFERENCE_SIZE_CLIP", "REFERENCE_STEPS", "REFERENCE_T5_LENGTH",
+    "FluxInputs", "ThinkDiffOutput", "ThinkDiffPipeline", "ThinkDiffRequest", "resolve_aligner_file",
+    "resolve_flux_folder",
+]
 
 FLUX_DEV_ID = "black-forest-labs/FLUX.1-dev"
 QWEN2_VL_ID = "Qwen/Qwen2-VL-7B-Instruct"
 OFFICIAL_LVLM_ALIGNER = "Mifucius/ThinkDiff/thinkdiff_lvlm.pth"
 """`<hub repo>/<file>`: the official ThinkDiff-LVLM aligner, fetched with huggingface_hub when no local file is given."""
+OFFICIAL_CLIP_ALIGNER = "Mifucius/ThinkDiff/thinkdiff_clip.pth"
+"""The official ThinkDiff-CLIP aligner. The file name is the one the reference test configs load
+(`ckpt: .../release/thinkdiff_clip.pth`); the Hub repo's listing was not checked from here."""
 
 REFERENCE_GUIDANCE = 3.5
 REFERENCE_STEPS = 28
-REFERENCE_SIZE = 512
 OFFLOAD_MODES = ("none", "model", "sequential")
 HUB_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>[\w./-]+)$")
-ImageInput = Image.Image | torch.Tensor | str | os.PathLike
-
-
-@dataclass
-class ThinkDiffRequest:
-    """One image to make: the reference images and words, and how the VLM is asked.
-
-    `preset` and `instruction` choose the VLM prompt (`build_prompt`): `cobsat_reasoning` takes one word
-    per image plus the query word; `compose` takes optional labels and a final request; `custom` uses
-    `instruction`. `prompt` is the text prompt of the CLIP variant and must stay empty for the LVLM
-    variant, whose FLUX conditioning is the VLM's answer alone.
-    """
-
-    images: Sequence[ImageInput]
-    words: Sequence[str] = ()
-    preset: str = "cobsat_reasoning"
-    instruction: str = ""
-    prompt: str = ""
+FeatureSource = ReasoningSource | VisionSource
 
 
 @dataclass
@@ -90,16 +85,9 @@ class FluxInputs:
 class ThinkDiffOutput:
     images: list[Image.Image]
     texts: list[str]
+    """The VLM's answer per image (LVLM); empty for ThinkDiff-CLIP, which has no VLM."""
     tokens: ThinkDiffTokens
     flux_inputs: FluxInputs
-
-
-def clip_pooled(text_encoder: torch.nn.Module, tokenizer, texts: Sequence[str], device: torch.device) -> torch.Tensor:
-    """CLIP-L pooled vectors `[len(texts), hidden]` the way FLUX reads them: padded to the tokenizer's max length."""
-    ids = tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    with torch.no_grad():
-        return text_encoder(ids.to(device), output_hidden_states=False).pooler_output
 
 
 def resolve_aligner_file(spec: str | os.PathLike[str]) -> Path:
@@ -147,14 +135,6 @@ def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype": dtype}
 
 
-def _check_variant(aligner: LoadedAligner) -> None:
-    if aligner.info.variant != "lvlm":
-        raise NotImplementedError(
-            f"This aligner is a ThinkDiff-{aligner.info.variant.upper()} aligner; the scripting pipeline runs the "
-            f"LVLM variant only so far. Use thinkdiff_lvlm.pth (or an aligner trained on a VLM's generated tokens)."
-        )
-
-
 def _check_offload(mode: str, device: torch.device) -> None:
     if mode not in OFFLOAD_MODES:
         raise ValueError(f"Unknown offload mode {mode!r}; choose one of {OFFLOAD_MODES}.")
@@ -166,12 +146,12 @@ def _check_offload(mode: str, device: torch.device) -> None:
 
 
 class ThinkDiffPipeline:
-    """ThinkDiff-LVLM on diffusers' FLUX. Build with `from_pretrained`, call with requests."""
+    """ThinkDiff (LVLM or CLIP, chosen by the aligner) on diffusers' FLUX. Build with `from_pretrained`, call with requests."""
 
-    def __init__(self, flux, aligner: LoadedAligner, vlm: VisionLanguageModel | None) -> None:
+    def __init__(self, flux, aligner: LoadedAligner, source: FeatureSource) -> None:
         self.flux = flux
         self.aligner = aligner
-        self.vlm = vlm
+        self.source = source
         self.offload = "none"
         self._check_parts()
 
@@ -181,41 +161,61 @@ class ThinkDiffPipeline:
 
     def _check_parts(self) -> None:
         """Refuse parts that cannot work together, before any compute, naming sizes and the fix."""
-        _check_variant(self.aligner)
-        if self.vlm is None:
-            raise ValueError("The LVLM variant needs its VLM: pass vlm=VisionLanguageModel.from_pretrained(...).")
-        if self.vlm.hidden_size != self.aligner.module.input_size:
+        source, aligner = self.source, self.aligner
+        if source.variant != aligner.info.variant:
             raise ValueError(
-                f"The VLM {self.vlm.model_id} has hidden size {self.vlm.hidden_size} but the aligner expects "
-                f"{self.aligner.module.input_size} (trained on {self.aligner.info.source_model_id}). Load the VLM "
-                f"the aligner was trained for."
+                f"The aligner is a ThinkDiff-{aligner.info.variant.upper()} aligner ({aligner.info.token_recipe}, trained "
+                f"on {aligner.info.source_model_id}) but the feature source is ThinkDiff-{source.variant.upper()}'s "
+                f"({source.model_id}). Pair the CLIP aligner with a vision encoder and the LVLM aligner with a VLM."
+            )
+        if source.hidden_size != aligner.module.input_size:
+            raise ValueError(
+                f"The {source.variant.upper()} feature model {source.model_id} has hidden size {source.hidden_size} but "
+                f"the aligner expects {aligner.module.input_size} (trained on {aligner.info.source_model_id}). Load the "
+                f"model the aligner was trained for."
             )
         joint = self.flux.transformer.config.joint_attention_dim
-        if joint != self.aligner.module.output_size:
+        if joint != aligner.module.output_size:
             raise ValueError(
                 f"The FLUX transformer reads prompt embeddings of width {joint} but the aligner writes "
-                f"{self.aligner.module.output_size}. Use an aligner trained for this model's text encoder width."
+                f"{aligner.module.output_size}. Use an aligner trained for this model's text encoder width."
             )
         if self.flux.text_encoder is None or self.flux.tokenizer is None:
             raise ValueError("FLUX's CLIP-L text encoder and tokenizer are needed for the pooled vector; load them.")
+        if source.needs_t5:
+            if self.flux.text_encoder_2 is None or self.flux.tokenizer_2 is None:
+                raise ValueError("ThinkDiff-CLIP puts the images before FLUX's T5 encoding of the prompt: load FLUX with "
+                                 "its text_encoder_2 and tokenizer_2 (from_pretrained does so for a CLIP aligner).")
+            if self.flux.text_encoder_2.config.d_model != joint:
+                raise ValueError(f"FLUX's T5 writes width {self.flux.text_encoder_2.config.d_model} but its transformer "
+                                 f"reads {joint}: the FLUX folder is inconsistent.")
 
     @classmethod
     def from_pretrained(
         cls,
         flux: str | os.PathLike[str] = FLUX_DEV_ID,
         aligner: str | os.PathLike[str] | LoadedAligner = OFFICIAL_LVLM_ALIGNER,
-        vlm: str | os.PathLike[str] | VisionLanguageModel = QWEN2_VL_ID,
+        vlm: str | os.PathLike[str] | VisionLanguageModel | None = None,
+        vision_encoder: str | os.PathLike[str] | VisionEncoder | None = None,
+        *,
         dtype: str = "auto",
         device: torch.device | str | None = None,
         offload: str = "none",
         trust_remote_code: bool = False,
+        max_sequence_length: int = REFERENCE_T5_LENGTH,
     ) -> "ThinkDiffPipeline":
-        """Load FLUX (without its T5), the aligner and the VLM from local paths or the Hub.
+        """Load FLUX, the aligner and the variant's feature model from local paths or the Hub.
+
+        The aligner decides the variant. ThinkDiff-LVLM: give `vlm` (default Qwen2-VL-7B-Instruct);
+        FLUX's T5 is not loaded. ThinkDiff-CLIP: give `vision_encoder` (a BLIP-2 folder, a converted
+        vision file, or `Salesforce/blip2-flan-t5-xxl`); FLUX's T5-XXL is loaded to encode the prompt,
+        padded to `max_sequence_length` tokens (the reference's 128).
 
         `offload`: `none` keeps everything on `device`; `model` keeps whole models on the CPU and moves
-        each to the GPU while it runs (diffusers' model CPU offload; the VLM is moved off before FLUX
-        runs); `sequential` streams FLUX layer by layer (slowest, least GPU memory). In both offload
-        modes the VLM visits the GPU whole while it generates (about 16 GB for Qwen2-VL-7B in bf16).
+        each to the GPU while it runs (diffusers' model CPU offload for FLUX and its text encoders; the
+        VLM or vision tower is moved off before FLUX runs); `sequential` streams FLUX layer by layer
+        (slowest, least GPU memory). In both offload modes the VLM visits the GPU whole while it
+        generates (about 16 GB for Qwen2-VL-7B in bf16; the BLIP-2 tower about 2 GB).
         Cheap checks (paths, offload mode, aligner variant) run before any large model loads.
         """
         from diffusers import FluxPipeline
@@ -225,13 +225,19 @@ class ThinkDiffPipeline:
         torch_dtype = resolve_dtype(dtype, target)
         flux_source = resolve_flux_folder(flux)
         loaded_aligner = aligner if isinstance(aligner, LoadedAligner) else load_aligner(resolve_aligner_file(aligner))
-        _check_variant(loaded_aligner)
+        check_parts(loaded_aligner, vlm, vision_encoder)
         dtype_name = {value: name for name, value in DTYPES.items()}[torch_dtype]
-        loaded_vlm = vlm if isinstance(vlm, VisionLanguageModel) else VisionLanguageModel.from_pretrained(
-            vlm, dtype=dtype_name, trust_remote_code=trust_remote_code)
-        flux_pipeline = FluxPipeline.from_pretrained(
-            flux_source, text_encoder_2=None, tokenizer_2=None, **_diffusers_dtype_kwarg(torch_dtype))
-        pipeline = cls(flux_pipeline, loaded_aligner, loaded_vlm)
+        if loaded_aligner.info.variant == "clip":
+            encoder = vision_encoder if isinstance(vision_encoder, VisionEncoder) else VisionEncoder.from_pretrained(
+                vision_encoder, dtype=dtype_name)
+            source: FeatureSource = VisionSource(encoder, max_sequence_length)
+        else:
+            vlm = vlm if vlm is not None else QWEN2_VL_ID
+            source = ReasoningSource(vlm if isinstance(vlm, VisionLanguageModel) else VisionLanguageModel.from_pretrained(
+                vlm, dtype=dtype_name, trust_remote_code=trust_remote_code))
+        without_t5 = {} if source.needs_t5 else {"text_encoder_2": None, "tokenizer_2": None}
+        flux_pipeline = FluxPipeline.from_pretrained(flux_source, **without_t5, **_diffusers_dtype_kwarg(torch_dtype))
+        pipeline = cls(flux_pipeline, loaded_aligner, source)
         if offload == "none":
             pipeline.to(target)
         else:
@@ -242,13 +248,12 @@ class ThinkDiffPipeline:
         """Put every part on `device` (no offloading)."""
         self.flux.to(device)
         self.aligner.module.to(device)
-        if self.vlm is not None:
-            self.vlm.model.to(device)
+        self.source.model.to(device)
         return self
 
     def enable_offload(self, mode: str, device: torch.device | str) -> None:
-        """diffusers' model (`model`) or sequential (`sequential`) CPU offload for FLUX; the VLM lives on the
-        CPU and visits `device` only while it generates."""
+        """diffusers' model (`model`) or sequential (`sequential`) CPU offload for FLUX (its text encoders
+        included); the VLM or vision tower lives on the CPU and visits `device` only while it runs."""
         device = torch.device(device)
         _check_offload(mode, device)
         if mode == "model":
@@ -259,8 +264,7 @@ class ThinkDiffPipeline:
             raise ValueError("enable_offload needs 'model' or 'sequential'; use to(device) for no offloading.")
         self.offload = mode
         self.aligner.module.to(device)
-        if self.vlm is not None:
-            self.vlm.model.to("cpu")
+        self.source.model.to("cpu")
 
     @property
     def device(self) -> torch.device:
@@ -268,53 +272,36 @@ class ThinkDiffPipeline:
         return self.flux._execution_device
 
     @contextlib.contextmanager
-    def _vlm_on_device(self) -> Iterator[VisionLanguageModel]:
-        """The VLM on the execution device for as long as it generates; with offloading, back on the CPU
+    def _source_on_device(self) -> Iterator[FeatureSource]:
+        """The feature model on the execution device for as long as it runs; with offloading, back on the CPU
         (and its GPU memory released) before FLUX runs."""
-        self.vlm.model.to(self.device)
+        self.source.model.to(self.device)
         try:
-            yield self.vlm
+            yield self.source
         finally:
             if self.offload != "none":
-                self.vlm.model.to("cpu")
+                self.source.model.to("cpu")
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
 
     # --- the four steps ---
 
-    def feature_tokens(self, requests: Sequence[ThinkDiffRequest], settings: GenerationSettings,
+    def feature_tokens(self, requests: Sequence[ThinkDiffRequest], settings: GenerationSettings = GenerationSettings(),
                        on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
-        """Step 1, the feature source: the VLM's generated-token features for every request (one batch)."""
-        for request in requests:
-            if request.prompt:
-                raise ValueError(
-                    "ThinkDiff-LVLM conditions FLUX on the VLM's answer alone, so a text prompt has no place here "
-                    f"(got prompt={request.prompt!r}). Put your request in the words, or use preset='custom' with "
-                    "an instruction."
-                )
-        prompts = [build_prompt(r.preset, [as_pil(image) for image in r.images], list(r.words), r.instruction)
-                   for r in requests]
-        with self._vlm_on_device() as vlm:
-            return vlm.generate(prompts, settings, on_token=on_token)
-
-    def _base_conditioning(self, requests: Sequence[ThinkDiffRequest], guidance_scale: float) -> list:
-        """The base CONDITIONING the aligned tokens are merged into: pooled CLIP-L of the empty prompt.
-
-        Its `cond` is empty: in `replace` mode only its width, dtype and device matter (the nodes pass the
-        empty prompt's T5 output there, which `replace` discards). The requests are where the CLIP variant
-        will read its prompts (T5 tokens and pooled CLIP-L of each prompt); the LVLM variant needs none.
-        """
-        dtype = self.flux.transformer.dtype
-        pooled = clip_pooled(self.flux.text_encoder, self.flux.tokenizer, [""], self.device).to(dtype)
-        cond = torch.zeros(1, 0, self.flux.transformer.config.joint_attention_dim, dtype=dtype, device=self.device)
-        return [[cond, {"pooled_output": pooled, "guidance": guidance_scale}]]
+        """Step 1, the feature source: the VLM's answer features (LVLM; `settings` and `on_token` drive its
+        sampling) or the images' vision tokens (CLIP) for every request, as one batch."""
+        self.source.check_requests(requests)
+        with self._source_on_device() as source:
+            return source.tokens(requests, settings, on_token)
 
     def flux_inputs(self, tokens: ThinkDiffTokens, requests: Sequence[ThinkDiffRequest],
                     guidance_scale: float = REFERENCE_GUIDANCE) -> FluxInputs:
-        """Steps 2 and 3: `LoadedAligner(tokens)` merged by `merge_conditioning` -> what FLUX receives."""
+        """Steps 2 and 3: `LoadedAligner(tokens)` merged by `merge_conditioning` into the variant's base
+        conditioning (built from the requests' prompts for CLIP) -> what FLUX receives."""
         aligned = self.aligner(tokens)
-        conditioning = merge_conditioning(self._base_conditioning(requests, guidance_scale), aligned, "replace")
+        base = self.source.base_conditioning(self.flux, requests, guidance_scale, self.device)
+        conditioning = merge_conditioning(base, aligned, self.source.merge_mode)
         cond, extras = conditioning[0]
         return FluxInputs(cond, extras["pooled_output"], float(extras["guidance"]), conditioning)
 
@@ -325,19 +312,21 @@ class ThinkDiffPipeline:
         image_seeds: Sequence[int] | None = None,
         guidance_scale: float = REFERENCE_GUIDANCE,
         num_inference_steps: int = REFERENCE_STEPS,
-        height: int = REFERENCE_SIZE,
-        width: int = REFERENCE_SIZE,
+        height: int | None = None,
+        width: int | None = None,
         on_token: Callable[[int, int], None] | None = None,
         progress: bool = True,
     ) -> ThinkDiffOutput:
-        """Make one image per request in one VLM batch and one FLUX batch.
+        """Make one image per request in one feature batch and one FLUX batch.
 
         `settings.seed` seeds the VLM's sampling; `image_seeds[i]` seeds image i's starting noise
         (default `settings.seed + i`), so an image does not depend on how many others share its batch.
+        `height`/`width` default to the variant's reference size (LVLM 512, CLIP 1024).
         """
         requests = [requests] if isinstance(requests, ThinkDiffRequest) else list(requests)
         if not requests:
             raise ValueError("No requests: give at least one ThinkDiffRequest.")
+        height, width = height or self.source.reference_size, width or self.source.reference_size
         if height % 16 or width % 16:
             raise ValueError(f"FLUX needs height and width in multiples of 16; got {height}x{width}. Try 512x512.")
         seeds = list(image_seeds) if image_seeds is not None else [settings.seed + i for i in range(len(requests))]
@@ -352,4 +341,3 @@ class ThinkDiffPipeline:
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds], output_type="pil",
         ).images
         return ThinkDiffOutput(images, tokens.texts, tokens, inputs)
-

@@ -337,17 +337,23 @@ def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = T
     return folder
 
 
-def write_tiny_lvlm_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
-                            output_size: int = TINY_FLUX_JOINT_DIM, seed: int = 0) -> Path:
-    """A random LVLM aligner `input_size -> output_size` saved in our format, for the tiny VLM and FLUX."""
+def write_tiny_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
+                       output_size: int = TINY_FLUX_JOINT_DIM, token_recipe: str | None = None, seed: int = 0) -> Path:
+    """A random aligner `input_size -> output_size` for `token_recipe` (default the LVLM recipe), saved in our format."""
     from .aligner import Aligner
     from .checkpoint import AlignerInfo, LoadedAligner, save_aligner
     from .tokens import LVLM_RECIPE
 
     torch.manual_seed(seed)
     module = Aligner(input_size, output_size)
-    return save_aligner(path, LoadedAligner(module, AlignerInfo(source_model_id, LVLM_RECIPE, {"tiny": True})))
+    info = AlignerInfo(source_model_id, token_recipe or LVLM_RECIPE, {"tiny": True})
+    return save_aligner(path, LoadedAligner(module, info))
 
+
+def write_tiny_lvlm_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
+                            output_size: int = TINY_FLUX_JOINT_DIM, seed: int = 0) -> Path:
+    """A random LVLM aligner `input_size -> output_size` saved in our format, for the tiny VLM and FLUX."""
+    return write_tiny_aligner(path, source_model_id, input_size, output_size, seed=seed)
 
 
 def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
@@ -405,3 +411,25 @@ def write_tiny_llava(folder: str | os.PathLike[str], seed: int = 0) -> Path:
         "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1,
     }, indent=2))
     return folder
+
+
+# --- Tiny ThinkDiff-CLIP parts for the scripting pipeline (BLIP-2 tower -> CLIP aligner -> FLUX with its T5) ---
+
+TINY_BLIP2_VISION_WIDTH = 32
+"""`tiny_blip2_config`'s default tower width: the tiny CLIP aligner's input size."""
+
+
+def write_tiny_thinkdiff_clip(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
+    """Everything the CLIP pipeline loads, tiny: `{"vision_encoder": BLIP-2 folder, "flux": folder, "aligner": file}`.
+
+    The BLIP-2 folder has the real 224px / patch-14 geometry (65 tokens per image, 32 wide); the aligner
+    maps them to the tiny FLUX's 64-wide T5 space, where the tiny FLUX's own T5 encodes the prompt.
+    """
+    from .tokens import CLIP_RECIPE
+
+    root = Path(root)
+    blip2 = write_tiny_blip2(root / "blip2", seed=seed, vision_width=TINY_BLIP2_VISION_WIDTH)
+    flux = write_tiny_flux(root / "flux", seed=seed)
+    aligner = write_tiny_aligner(root / "clip_aligner.safetensors", source_model_id=blip2.name,
+                                 input_size=TINY_BLIP2_VISION_WIDTH, token_recipe=CLIP_RECIPE, seed=seed)
+    return {"vision_encoder": blip2, "flux": flux, "aligner": aligner}

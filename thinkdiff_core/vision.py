@@ -8,7 +8,8 @@ CLS, bilinearly resizes the 16x16 patch grid to 8x8 (`vision_downsample_factor` 
 `align_corners=False`) and flattens: 65 tokens of width 1408 per image.
 
 Weights come from either
-- a full BLIP-2 Hugging Face folder: only the `vision_model.*` tensors are read, only from the
+- a full BLIP-2 Hugging Face folder, or its Hub id (then only the files the tower needs are
+  downloaded, see `download_vision_files`): only the `vision_model.*` tensors are read, only from the
   shards that hold them (per `model.safetensors.index.json`); the 11B-parameter language model is
   never opened, or
 - a vision-only `.safetensors` written by `python -m thinkdiff_core.convert vision`, whose
@@ -38,8 +39,10 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .checkpoint import write_safetensors_atomic
 from .images import as_pil, tensor_to_pil
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
-from .vlm import _model_id_of, resolve_dtype
+from .vlm import HUB_ID, _model_id_of, resolve_dtype
 
+BLIP2_HUB_ID = "Salesforce/blip2-flan-t5-xxl"
+"""The BLIP-2 whose vision tower ThinkDiff-CLIP was trained on."""
 VISION_PREFIX = "vision_model."
 """Where a `Blip2ForConditionalGeneration` checkpoint keeps the vision tower's tensors."""
 INDEX_FILE = "model.safetensors.index.json"
@@ -236,6 +239,36 @@ def read_vision_weights(path: str | os.PathLike[str], device: torch.device | str
                             f"models/clip_vision/, or pass its full path.")
 
 
+def download_vision_files(repo_id: str) -> Path:
+    """Fetch from a Hub BLIP-2 repo only what the tower needs, into the Hub cache; return the snapshot folder.
+
+    `config.json`, `preprocessor_config.json`, the shard index, then only the shards the index names for
+    `vision_model.*` tensors: the language model's shards (most of blip2-flan-t5-xxl) are never downloaded.
+    Files already in the cache are not fetched again.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    def fetch(filename: str) -> Path:
+        try:
+            return Path(hf_hub_download(repo_id, filename))
+        except (OSError, ValueError, EntryNotFoundError) as error:  # offline, unknown repo or file, no access
+            raise FileNotFoundError(
+                f"Could not fetch {filename} of the BLIP-2 repo {repo_id} from the Hub ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200] if str(error) else 'no details'}). Download the repo's config.json, "
+                f"preprocessor_config.json, {INDEX_FILE} and the shards that hold {VISION_PREFIX}* where you have "
+                f"access, and pass the folder's local path."
+            ) from error
+
+    index = fetch(INDEX_FILE)
+    fetch("config.json")
+    fetch("preprocessor_config.json")
+    weight_map = json.loads(index.read_text()).get("weight_map", {})
+    for shard in sorted({shard for name, shard in weight_map.items() if name.startswith(VISION_PREFIX)}):
+        fetch(shard)
+    return index.parent
+
+
 def save_vision_weights(path: str | os.PathLike[str], weights: VisionWeights, overwrite: bool = False) -> Path:
     """Write the tower as one vision-only `.safetensors` (keys `vision_model.*`, config in metadata), atomically."""
     metadata = {
@@ -304,13 +337,17 @@ class VisionEncoder:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], dtype: str = "auto",
                         device: torch.device | str | None = None) -> "VisionEncoder":
-        """Load from a BLIP-2 folder or a converted vision file. Stays on the CPU unless `device` is given.
+        """Load from a BLIP-2 folder, a converted vision file, or a BLIP-2 Hub id (e.g. `Salesforce/blip2-flan-t5-xxl`;
+        only the vision files are downloaded). Stays on the CPU unless `device` is given.
 
         `dtype` "auto" is bf16 on CUDA (what the reference ran), fp16 on MPS, fp32 on CPU.
         """
         target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        weights = read_vision_weights(path, device=device, dtype=resolve_dtype(dtype, target))
-        return cls(build_vision_model(weights), _pil_image_processor(weights.processor_settings), weights.model_id)
+        local = Path(path).expanduser()
+        hub_id = str(path) if not local.exists() and HUB_ID.match(str(path)) else None
+        weights = read_vision_weights(download_vision_files(hub_id) if hub_id else local, device=device,
+                                      dtype=resolve_dtype(dtype, target))
+        return cls(build_vision_model(weights), _pil_image_processor(weights.processor_settings), hub_id or weights.model_id)
 
     @property
     def hidden_size(self) -> int:

@@ -55,8 +55,14 @@ class GenerationSettings:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` picks bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS, fp32 on CPU."""
+def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """`auto` picks bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS, fp32 on CPU.
+
+    A `torch.dtype` passes through: a caller that loads on the CPU for another device (ComfyUI's
+    memory manager moves the model later) resolves `auto` against that device itself.
+    """
+    if isinstance(name, torch.dtype):
+        return name
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -160,7 +166,7 @@ class VisionLanguageModel:
         self._wants_mm_token_type_ids = "mm_token_type_ids" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str = "auto",
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype = "auto",
                         device: torch.device | str | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
         """Load from a local folder (or a Hub id), with SDPA attention, in the chosen dtype.
 

@@ -1,9 +1,13 @@
-"""Tiny FLUX folder, aligner and a loaded ThinkDiffPipeline, shared by the pipeline tests (session scope)."""
+"""Tiny FLUX folder, aligners, BLIP-2 folder and loaded ThinkDiffPipelines (LVLM and CLIP), shared by the pipeline
+tests (session scope)."""
 
 import pytest
 
 from thinkdiff_core.pipeline import ThinkDiffPipeline
-from thinkdiff_core.tiny import write_tiny_flux, write_tiny_lvlm_aligner
+from thinkdiff_core.tiny import (
+    TINY_BLIP2_VISION_WIDTH, write_tiny_aligner, write_tiny_blip2, write_tiny_flux, write_tiny_lvlm_aligner,
+)
+from thinkdiff_core.tokens import CLIP_RECIPE
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,25 @@ def tiny_aligner_path(tmp_path_factory, tiny_vlm):
 def tiny_pipeline(tiny_flux_dir, tiny_aligner_path, tiny_vlm) -> ThinkDiffPipeline:
     """Loaded through `from_pretrained` from the folders on disk (the shared tiny VLM is passed in loaded)."""
     return ThinkDiffPipeline.from_pretrained(tiny_flux_dir, tiny_aligner_path, tiny_vlm, dtype="fp32", device="cpu")
+
+
+# --- ThinkDiff-CLIP: tiny BLIP-2 (real 224px / patch-14 geometry), a CLIP aligner 32 -> 64, the same tiny FLUX ---
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2_dir(tmp_path_factory):
+    return write_tiny_blip2(tmp_path_factory.mktemp("blip2") / "blip2-flan-t5-xxl", vision_width=TINY_BLIP2_VISION_WIDTH)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_aligner_path(tmp_path_factory, tiny_blip2_dir):
+    return write_tiny_aligner(tmp_path_factory.mktemp("clip-aligner") / "thinkdiff_clip_tiny.safetensors",
+                              source_model_id=tiny_blip2_dir.name, input_size=TINY_BLIP2_VISION_WIDTH,
+                              token_recipe=CLIP_RECIPE, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_pipeline(tiny_flux_dir, tiny_clip_aligner_path, tiny_blip2_dir) -> ThinkDiffPipeline:
+    """Loaded through `from_pretrained` from the files on disk: the aligner's metadata picks the CLIP variant."""
+    return ThinkDiffPipeline.from_pretrained(tiny_flux_dir, tiny_clip_aligner_path, vision_encoder=tiny_blip2_dir,
+                                             dtype="fp32", device="cpu")

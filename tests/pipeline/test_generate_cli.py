@@ -1,5 +1,8 @@
 """`python -m thinkdiff_core.generate --tiny`: the whole path on tiny offline models, and output safety."""
 
+import re
+
+import pytest
 from PIL import Image
 
 from thinkdiff_core import generate
@@ -42,3 +45,62 @@ def test_bad_inputs_fail_before_any_model_loads(tmp_path, colour_images, capsys)
     assert "drop --flux" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
 
+
+
+# --- ThinkDiff-CLIP ---
+
+
+def test_tiny_clip_run_writes_a_png(tmp_path, colour_images, capsys):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for path, image in zip((a, b), colour_images("red", "blue")):
+        image.save(path)
+    out = tmp_path / "clip.png"
+    assert generate.main(["--tiny", "--variant", "clip", "--image", str(a), "--image", str(b),
+                          "--prompt", "a red cup on a blue box", "--out", str(out), "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "VLM:" not in printed and f"wrote {out}" in printed
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+
+
+def test_variant_is_read_from_local_aligner(tmp_path, colour_images, capsys, tiny_flux_dir, tiny_clip_aligner_path,
+                                            tiny_blip2_dir):
+    """No --variant: the CLIP aligner's metadata selects the CLIP path with the given vision encoder."""
+    image = tmp_path / "a.png"
+    colour_images("green")[0].save(image)
+    out = tmp_path / "local.webp"
+    assert generate.main(["--aligner", str(tiny_clip_aligner_path), "--vision-encoder", str(tiny_blip2_dir),
+                          "--flux", str(tiny_flux_dir), "--device", "cpu", "--dtype", "fp32", "--image", str(image),
+                          "--prompt", "a green hat", "--out", str(out), "--steps", "1", "--height", "32",
+                          "--width", "32"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    with Image.open(out) as written:
+        assert written.format == "WEBP" and written.size == (32, 32)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--words", "red", "cup"], "no VLM, so words and instructions are not read"),
+    (["--variant", "lvlm"], "--variant lvlm but --aligner"),
+    (["--vlm", "models/vlm/Qwen2-VL-7B-Instruct"], "ThinkDiff-CLIP aligner .* Pass the vision encoder"),
+], ids=["words", "variant", "vlm"])
+def test_clip_aligner_refuses_lvlm_inputs_before_loading(tmp_path, colour_images, capsys, tiny_clip_aligner_path,
+                                                         tiny_flux_dir, extra, message):
+    image = tmp_path / "a.png"
+    colour_images("red")[0].save(image)
+    argv = ["--aligner", str(tiny_clip_aligner_path), "--flux", str(tiny_flux_dir),
+            "--image", str(image), "--out", str(tmp_path / "o.png")]
+    assert generate.main(argv + extra) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_lvlm_aligner_refuses_a_prompt_and_a_vision_encoder(tmp_path, colour_images, capsys, tiny_aligner_path,
+                                                           tiny_flux_dir):
+    image = tmp_path / "a.png"
+    colour_images("red")[0].save(image)
+    argv = ["--aligner", str(tiny_aligner_path), "--flux", str(tiny_flux_dir),
+            "--image", str(image), "--words", "a", "b", "--out", str(tmp_path / "o.png")]
+    assert generate.main(argv + ["--prompt", "a cat"]) == 2
+    assert "VLM's answer alone" in capsys.readouterr().err
+    assert generate.main(argv + ["--vision-encoder", str(tmp_path / "no-blip2-here")]) == 2
+    assert "ThinkDiff-LVLM aligner" in capsys.readouterr().err

@@ -6,12 +6,10 @@ import torch
 from diffusers import FluxPipeline
 from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
 
-from thinkdiff_core.aligner import Aligner
-from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner
+from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.conditioning import merge_conditioning
 from thinkdiff_core.pipeline import ThinkDiffPipeline, ThinkDiffRequest, resolve_aligner_file, resolve_flux_folder
 from thinkdiff_core.tiny import write_tiny_lvlm_aligner
-from thinkdiff_core.tokens import CLIP_RECIPE
 from thinkdiff_core.vlm import GenerationSettings
 
 SHORT = GenerationSettings(seed=3, max_new_tokens=8, min_new_tokens=8)
@@ -139,9 +137,3 @@ def test_hub_aligner_without_the_hub_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="pass its local path"):
         resolve_aligner_file("Mifucius/ThinkDiff/not_cached_here.pth")
-
-
-def test_clip_aligner_is_refused_before_any_model_loads(tiny_flux_dir, tmp_path):
-    clip_aligner = LoadedAligner(Aligner(32, 64), AlignerInfo("Salesforce/blip2-flan-t5-xxl", CLIP_RECIPE))
-    with pytest.raises(NotImplementedError, match="LVLM variant only so far"):
-        ThinkDiffPipeline.from_pretrained(tiny_flux_dir, clip_aligner, tmp_path / "no-vlm-here", device="cpu")

@@ -1,0 +1,85 @@
+"""ComfyUI's side of our models: the model folders they are listed from, and its memory manager.
+
+The VLM (a 7B model) and FLUX take turns on the GPU: the VLM is wrapped in a ModelPatcher, so
+`load_models_gpu` moves it to the GPU when a ThinkDiff node needs it (offloading others if room is
+short) and ComfyUI offloads it again when FLUX needs the room. ModelPatcher cannot own a transformers
+model directly (its read-only `.device` property), so it owns a plain container module instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Generic, TypeVar
+
+import comfy.model_management as model_management
+import folder_paths
+import torch
+from comfy.model_patcher import ModelPatcher
+
+from .model_folders import find_model_folders
+from .spec import ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VLM_FOLDER_KEYS
+
+Wrapped = TypeVar("Wrapped")
+
+
+def _register(key: str, extensions: set[str] | None) -> None:
+    """Add models/<key> to ComfyUI's folder list, keeping paths extra_model_paths.yaml already gave the key.
+
+    `extensions` None keeps whatever filter the key has (another pack may list its own files there).
+    """
+    default = os.path.join(folder_paths.models_dir, key)
+    paths, known = folder_paths.folder_names_and_paths.get(key, ([], set()))
+    if default not in paths:
+        paths.insert(0, default)
+    folder_paths.folder_names_and_paths[key] = (paths, set(known) | extensions if extensions is not None else known)
+
+
+def register_model_folders() -> None:
+    for key in VLM_FOLDER_KEYS:
+        _register(key, None)
+    _register(ALIGNER_FOLDER_KEY, set(ALIGNER_SUFFIXES))
+
+
+def vlm_roots() -> list[str]:
+    return list(dict.fromkeys(path for key in VLM_FOLDER_KEYS for path in folder_paths.get_folder_paths(key)))
+
+
+def list_vlm_folders() -> list[str]:
+    return find_model_folders(vlm_roots())
+
+
+def list_aligner_files() -> list[str]:
+    return folder_paths.get_filename_list(ALIGNER_FOLDER_KEY)
+
+
+def aligner_path(name: str) -> str:
+    return folder_paths.get_full_path_or_raise(ALIGNER_FOLDER_KEY, name)
+
+
+class ThinkDiffModel(torch.nn.Module):
+    """A plain module owning the real one, so ModelPatcher can set its bookkeeping attributes on it."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+
+
+class ManagedModel(Generic[Wrapped]):
+    """A library object (VLM, aligner) whose weights ComfyUI's memory manager moves between devices."""
+
+    def __init__(self, wrapped: Wrapped, module: torch.nn.Module) -> None:
+        self.wrapped = wrapped
+        self.patcher = ModelPatcher(
+            ThinkDiffModel(module), load_device=model_management.get_torch_device(),
+            offload_device=model_management.unet_offload_device(),
+        )
+
+    def ready(self) -> Wrapped:
+        """Put the model on its compute device (ComfyUI frees room first) and return the library object.
+
+        A transformers model cannot run half on the GPU, so it is loaded whole; the final `.to` also moves
+        parameter-free modules' buffers (rotary tables), which ModelPatcher moves only with parameters.
+        """
+        model_management.load_models_gpu([self.patcher], force_full_load=True)
+        self.patcher.model.to(self.patcher.load_device)
+        return self.wrapped

@@ -1,0 +1,61 @@
+"""What the ThinkDiff nodes do, without ComfyUI: the node classes add only schemas and ComfyUI's hooks.
+
+Each function takes ComfyUI's values as they arrive in `execute` (IMAGE tensors, the Autogrow dict,
+multiline text, CONDITIONING lists) and calls the library; the progress and cancel hooks are plain
+callables so the nodes, the benchmark and the tests pass the same plumbing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+import torch
+
+from ..thinkdiff_core import (
+    GenerationSettings,
+    LoadedAligner,
+    ThinkDiffTokens,
+    VisionLanguageModel,
+    build_prompt,
+    merge_conditioning,
+    parse_words,
+)
+from ..thinkdiff_core.images import tensor_to_pil
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def ordered_images(slots: Mapping[str, torch.Tensor | None]) -> list[torch.Tensor]:
+    """The connected IMAGE tensors of a growing list (`image0`, `image1`, ... `image10`) in slot order."""
+    def slot_number(name: str) -> int:
+        match = _TRAILING_NUMBER.search(name)
+        return int(match.group(1)) if match else -1
+
+    return [slots[name] for name in sorted(slots, key=slot_number) if slots[name] is not None]
+
+
+def token_callback(check_cancel: Callable[[], None], report: Callable[[int, int], None]) -> Callable[[int, int], None]:
+    """The per-token hook for `VisionLanguageModel.generate`: stop if the user cancelled, then report progress.
+
+    `check_cancel` raises to stop generation between two tokens (ComfyUI's interrupt exception).
+    """
+    def on_token(done: int, total: int) -> None:
+        check_cancel()
+        report(done, total)
+
+    return on_token
+
+
+def reason(vlm: VisionLanguageModel, images: Mapping[str, torch.Tensor | None], words: str, preset: str,
+           custom_instruction: str, settings: GenerationSettings,
+           on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
+    """The Reason node: pictures from the connected slots, the preset's prompt, one generation."""
+    pictures = [picture for batch in ordered_images(images) for picture in tensor_to_pil(batch)]
+    prompt = build_prompt(preset, pictures, parse_words(words), custom_instruction)
+    return vlm.generate([prompt], settings, on_token=on_token)
+
+
+def condition(aligner: LoadedAligner, tokens: ThinkDiffTokens, base: list, mode: str) -> list:
+    """The Conditioning node: aligned tokens merged into the base conditioning (sizes checked by the aligner)."""
+    return merge_conditioning(base, aligner(tokens), mode)

@@ -1,0 +1,100 @@
+"""Opt-in: a real ComfyUI server (from COMFYUI_DIR) with this pack, tiny stand-in models and the real frontend.
+
+Everything is written under a temporary `--base-directory`: the ComfyUI checkout is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+PACK_FOLDER = "ComfyUI-ThinkDiff"
+TINY_VLM_HIDDEN = 64
+
+sys.path.insert(0, str(Path(__file__).parent))  # harness.py and stand_ins.py beside this file
+
+
+def pytest_collection_modifyitems(config, items):
+    if COMFYUI_DIR:
+        return
+    skip = pytest.mark.skip(reason="the real-ComfyUI suite runs only when COMFYUI_DIR names a ComfyUI checkout "
+                                   "(see README, 'Tests against a real ComfyUI')")
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def comfy_base(tmp_path_factory) -> Path:
+    """ComfyUI's base directory: custom_nodes (this pack + the stand-in node), models, input pictures."""
+    from stand_ins import write_official_aligner, write_stand_in_node, write_taef1, write_tiny_flux
+
+    from thinkdiff_core.tiny import write_tiny_qwen_vl
+
+    base = tmp_path_factory.mktemp("comfyui-base")
+    custom_nodes = base / "custom_nodes"
+    custom_nodes.mkdir()
+    (custom_nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    write_stand_in_node(custom_nodes)
+    models = base / "models"
+    # The workflows' VLM comes from a folder only extra_model_paths.yaml names (key LLM); models/vlm/ has another.
+    write_tiny_qwen_vl(base / "shared_llm" / "Qwen2-VL-7B-Instruct", "qwen2_vl")
+    write_tiny_qwen_vl(models / "vlm" / "tiny-Qwen2.5-VL", "qwen2_5_vl")
+    write_official_aligner(models / "thinkdiff" / "thinkdiff_lvlm.pth", input_size=TINY_VLM_HIDDEN)
+    write_official_aligner(models / "thinkdiff" / "aligner_for_hidden_32.pth", input_size=32, seed=1)
+    write_tiny_flux(models / "diffusion_models" / "flux1-dev.safetensors", context_width=4096)
+    write_taef1(models / "vae_approx")
+    (base / "input").mkdir()
+    pictures = [node["widgets_values"][0] for path in WORKFLOWS for node in json.loads(path.read_text())["nodes"]
+                if node["type"] == "LoadImage"]
+    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
+    for index, name in enumerate(pictures):
+        Image.new("RGB", (64, 64), colours[index % len(colours)]).save(base / "input" / name)
+    (base / "extra_model_paths.yaml").write_text(f"thinkdiff_suite:\n    base_path: {base}\n    LLM: shared_llm\n")
+    return base
+
+
+@pytest.fixture(scope="session")
+def server(comfy_base):
+    from harness import ComfyServer
+
+    comfy = ComfyServer(Path(COMFYUI_DIR), comfy_base, comfy_base / "extra_model_paths.yaml")
+    try:
+        comfy.wait_ready()
+        yield comfy
+    finally:
+        comfy.stop()
+
+
+@pytest.fixture(scope="session")
+def frontend(server):
+    """The server's own page in headless Chromium, for editor-format -> API conversion."""
+    from harness import chromium_page
+
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        pytest.fail('the real-ComfyUI suite needs Playwright: python -m pip install "playwright>=1.40"')
+    with chromium_page(server.url) as page:
+        yield page
+
+
+@pytest.fixture(scope="session")
+def editor_workflows() -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in WORKFLOWS}
+
+
+@pytest.fixture(scope="session")
+def api_workflows(frontend, editor_workflows) -> dict[str, dict]:
+    """Each shipped workflow as the real frontend turns it into a POST /prompt body."""
+    from harness import editor_to_api
+
+    return {name: editor_to_api(frontend, workflow) for name, workflow in editor_workflows.items()}

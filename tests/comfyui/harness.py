@@ -1,0 +1,142 @@
+"""A real ComfyUI server for the opt-in suite, its HTTP/websocket API, and the real frontend's converter.
+
+The server runs from the checkout COMFYUI_DIR names, with `--base-directory` pointing at a temporary
+folder (models, custom_nodes, input, output, user), so the checkout itself is never written to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = os.environ.get("THINKDIFF_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ComfyServer:
+    """`python main.py --cpu --listen 127.0.0.1 ...` as a child process, with a small JSON client."""
+
+    def __init__(self, comfyui_dir: Path, base: Path, extra_paths: Path, python: str = sys.executable) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client_id = uuid.uuid4().hex
+        self.log_path = base / "server.log"
+        self.output_dir = base / "output"
+        command = [
+            python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch",
+            "--base-directory", str(base), "--output-directory", str(self.output_dir),
+            "--extra-model-paths-config", str(extra_paths), "--preview-method", "none",
+        ]
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, cwd=comfyui_dir, stdout=self._log, stderr=subprocess.STDOUT, env=environment)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; log:\n{self.log()[-4000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer /system_stats in {timeout} s; log:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=20)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict | None = None) -> tuple[int, Any]:
+        data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+                return response.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def queue(self, prompt: dict) -> str:
+        status, answer = self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})
+        if status != 200:
+            raise AssertionError(f"POST /prompt answered {status}: {json.dumps(answer, indent=1)[:4000]}")
+        return answer["prompt_id"]
+
+    def wait_history(self, prompt_id: str, timeout: float = 600.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI died while running {prompt_id}; log:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+def status_messages(entry: dict) -> dict[str, dict]:
+    """A /history entry's status messages by event name (execution_start, execution_cached, ...)."""
+    return {name: data for name, data in entry["status"]["messages"]}
+
+
+@contextmanager
+def chromium_page(url: str) -> Iterator[Any]:
+    """The server's own page in headless Chromium (Debian's), driven by Playwright, with the app loaded."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def editor_to_api(page: Any, workflow: dict) -> dict:
+    """What the frontend sends to POST /prompt for this editor-format workflow (`graphToPrompt().output`)."""
+    return page.evaluate(
+        """async (workflow) => {
+            await window.app.loadGraphData(structuredClone(workflow), true, false);
+            const converted = await window.app.graphToPrompt();
+            return converted.output;
+        }""",
+        workflow,
+    )

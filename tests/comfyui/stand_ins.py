@@ -1,0 +1,174 @@
+"""Tiny stand-in model files, written in the layouts the real files have, for a real ComfyUI to load.
+
+- FLUX.1-dev: the official (Black Forest Labs) key layout with 1 double and 1 single block. ComfyUI's
+  model detection fixes hidden size 3072 / 24 heads, so this is the smallest FLUX its UNETLoader
+  accepts (~545 M parameters, ~1.1 GB in bf16); `guidance_in` makes it a "dev" model, and
+  `txt_in.weight`'s width is the text width it reads (4096 like T5-XXL, what the aligner writes).
+- TAEF1: the tiny FLUX autoencoder's encoder/decoder files (models/vae_approx/), so VAELoader offers
+  "taef1". Every tensor gets explicit random values (ComfyUI leaves missing ones uninitialised).
+- The official ThinkDiff `.pth` layout: `{"model": {"mm_projector.*"}, "config": {...}}`.
+- A test-only custom node standing in for ComfyUI's FLUX text encoder (whose loader always builds a
+  full-size T5-XXL, too big for the test machines): it outputs conditioning of the FLUX shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+FLUX_HIDDEN = 3072
+FLUX_MLP = 4 * FLUX_HIDDEN
+FLUX_HEAD_DIM = 128
+FLUX_LATENT_CHANNELS = 16
+CLIP_POOLED_WIDTH = 768
+
+
+def flux_shapes(context_width: int = 4096, double_blocks: int = 1, single_blocks: int = 1) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a FLUX.1-dev checkpoint with the given depth."""
+    h, mlp = FLUX_HIDDEN, FLUX_MLP
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def linear(name: str, out_features: int, in_features: int) -> None:
+        shapes[f"{name}.weight"] = (out_features, in_features)
+        shapes[f"{name}.bias"] = (out_features,)
+
+    linear("img_in", h, FLUX_LATENT_CHANNELS * 4)
+    linear("txt_in", h, context_width)
+    for embedder, width in (("time_in", 256), ("vector_in", CLIP_POOLED_WIDTH), ("guidance_in", 256)):
+        linear(f"{embedder}.in_layer", h, width)
+        linear(f"{embedder}.out_layer", h, h)
+    for block in range(double_blocks):
+        for stream in ("img", "txt"):
+            prefix = f"double_blocks.{block}.{stream}"
+            linear(f"{prefix}_mod.lin", 6 * h, h)
+            linear(f"{prefix}_attn.qkv", 3 * h, h)
+            shapes[f"{prefix}_attn.norm.query_norm.scale"] = (FLUX_HEAD_DIM,)
+            shapes[f"{prefix}_attn.norm.key_norm.scale"] = (FLUX_HEAD_DIM,)
+            linear(f"{prefix}_attn.proj", h, h)
+            linear(f"{prefix}_mlp.0", mlp, h)
+            linear(f"{prefix}_mlp.2", h, mlp)
+    for block in range(single_blocks):
+        prefix = f"single_blocks.{block}"
+        linear(f"{prefix}.linear1", 3 * h + mlp, h)
+        linear(f"{prefix}.linear2", h, h + mlp)
+        shapes[f"{prefix}.norm.query_norm.scale"] = (FLUX_HEAD_DIM,)
+        shapes[f"{prefix}.norm.key_norm.scale"] = (FLUX_HEAD_DIM,)
+        linear(f"{prefix}.modulation.lin", 3 * h, h)
+    linear("final_layer.linear", FLUX_LATENT_CHANNELS * 4, h)
+    linear("final_layer.adaLN_modulation.1", 2 * h, h)
+    return shapes
+
+
+def _random(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Small random weights, zero biases, unit norm scales: finite activations through every block."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in shapes.items():
+        if name.endswith(".scale"):
+            tensors[name] = torch.ones(shape, dtype=dtype)
+        elif name.endswith(".bias"):
+            tensors[name] = torch.zeros(shape, dtype=dtype)
+        else:
+            fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
+            tensors[name] = (torch.randn(shape, generator=generator) / fan_in ** 0.5).to(dtype)
+    return tensors
+
+
+def write_tiny_flux(path: Path, context_width: int = 4096, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_random(flux_shapes(context_width), seed, torch.bfloat16), str(path))
+    return path
+
+
+def _taesd_conv(shapes: dict, name: str, n_in: int, n_out: int, bias: bool = True, kernel: int = 3) -> None:
+    shapes[f"{name}.weight"] = (n_out, n_in, kernel, kernel)
+    if bias:
+        shapes[f"{name}.bias"] = (n_out,)
+
+
+def _taesd_block(shapes: dict, name: str, width: int = 64) -> None:
+    for index in (0, 2, 4):
+        _taesd_conv(shapes, f"{name}.conv.{index}", width, width)
+
+
+def taesd_shapes(latent_channels: int = FLUX_LATENT_CHANNELS) -> tuple[dict, dict]:
+    """The published TAESD encoder and decoder layouts (nn.Sequential indices), 64 channels wide."""
+    encoder: dict[str, tuple[int, ...]] = {}
+    _taesd_conv(encoder, "0", 3, 64)
+    _taesd_block(encoder, "1")
+    for start in (2, 6, 10):
+        _taesd_conv(encoder, str(start), 64, 64, bias=False)
+        for offset in (1, 2, 3):
+            _taesd_block(encoder, str(start + offset))
+    _taesd_conv(encoder, "14", 64, latent_channels)
+    decoder: dict[str, tuple[int, ...]] = {}
+    _taesd_conv(decoder, "1", latent_channels, 64)
+    for start in (3, 8, 13):
+        for offset in (0, 1, 2):
+            _taesd_block(decoder, str(start + offset))
+        _taesd_conv(decoder, str(start + 4), 64, 64, bias=False)
+    _taesd_block(decoder, "18")
+    _taesd_conv(decoder, "19", 64, 3)
+    return encoder, decoder
+
+
+def write_taef1(folder: Path, seed: int = 0) -> Path:
+    """models/vae_approx/taef1_encoder.safetensors and taef1_decoder.safetensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder, decoder = taesd_shapes()
+    save_file(_random(encoder, seed, torch.float32), str(folder / "taef1_encoder.safetensors"))
+    save_file(_random(decoder, seed + 1, torch.float32), str(folder / "taef1_decoder.safetensors"))
+    return folder
+
+
+def write_official_aligner(path: Path, input_size: int, output_size: int = 4096, seed: int = 0,
+                           vlm_id: str = "Qwen/Qwen2-VL-7B-Instruct") -> Path:
+    """An aligner in the official checkpoint layout (what `thinkdiff_lvlm.pth` holds), random weights."""
+    from thinkdiff_core import Aligner
+
+    torch.manual_seed(seed)
+    state = {f"mm_projector.{k}": v for k, v in Aligner(input_size, output_size).state_dict().items()}
+    config = {"model": {"arch": "thinkdiff_lvlm", "mllama_pretrained_model_name_or_path": vlm_id}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state, "config": config}, path)
+    return path
+
+
+STAND_IN_NODE_ID = "ThinkDiffTestStandInTextEncode"
+
+STAND_IN_NODE_SOURCE = f'''"""Test-only: stands in for CLIPTextEncode + DualCLIPLoader(flux) with FLUX-shaped conditioning.
+
+Written by the ThinkDiff opt-in test suite into a temporary custom_nodes folder; never shipped.
+"""
+import hashlib
+
+import torch
+
+
+class StandInTextEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {{"required": {{"text": ("STRING", {{"multiline": True}}), "width": ("INT", {{"default": 4096, "min": 1, "max": 8192}})}}}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "testing"
+
+    def encode(self, text, width):
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        generator = torch.Generator().manual_seed(seed)
+        cond = torch.randn(1, 256, width, generator=generator) * 0.1
+        pooled = torch.randn(1, {CLIP_POOLED_WIDTH}, generator=generator) * 0.1
+        return ([[cond, {{"pooled_output": pooled}}]],)
+
+
+NODE_CLASS_MAPPINGS = {{"{STAND_IN_NODE_ID}": StandInTextEncode}}
+'''
+
+
+def write_stand_in_node(custom_nodes: Path) -> Path:
+    path = custom_nodes / "thinkdiff_test_stand_in.py"
+    path.write_text(STAND_IN_NODE_SOURCE)
+    return path
