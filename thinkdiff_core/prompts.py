@@ -38,6 +38,9 @@ class Prompt:
 
     segments: list[Segment]
     system: str = SYSTEM_PROMPT
+    vision_ids: bool = True
+    """Label images "Picture i:" (Qwen's `add_vision_id`): the CoBSAT reference prompt does; the reference
+    training-data precompute (one image, one brief instruction) does not."""
 
     @property
     def images(self) -> list[Image.Image]:

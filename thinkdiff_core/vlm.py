@@ -200,7 +200,7 @@ class VisionLanguageModel:
         """The prompt as text, image placeholders unexpanded (what `apply_chat_template` renders)."""
         return self.tokenizer.apply_chat_template(
             prompt.messages(), chat_template=self.chat_template, tokenize=False,
-            add_generation_prompt=True, add_vision_id=True,
+            add_generation_prompt=True, add_vision_id=prompt.vision_ids,
         )
 
     def prepare(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,68 @@
+"""Configuration: files, presets, command-line overrides, --help, and the hint without a config."""
+
+import json
+
+import pytest
+
+from train import config as cfg
+from train.align import NO_CONFIG_HINT, build_parser, main
+from train.config import TrainConfig
+
+
+def leaf_names(values, prefix=""):
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from leaf_names(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def test_help_documents_every_option():
+    text = build_parser().format_help()
+    for name in leaf_names(cfg.to_dict(TrainConfig())):
+        assert f"--{name}" in text, name
+    assert "--demo" in text and "--preset" in text and "thinkdiff-lvlm" in text
+
+
+def test_presets_list_every_option_and_match_the_reference():
+    for name in cfg.presets():
+        preset = cfg.read_preset(name)
+        assert cfg.from_dict(TrainConfig, preset)  # loads without unknown keys
+    lvlm = cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-lvlm"))
+    assert set(leaf_names(cfg.read_preset("thinkdiff-lvlm"))) == set(leaf_names(cfg.to_dict(TrainConfig())))
+    assert (lvlm.optim.lr, lvlm.optim.warmup_lr, lvlm.optim.min_lr, lvlm.optim.warmup_steps) == (1e-4, 1e-6, 8e-5, 2000)
+    assert (lvlm.optim.weight_decay, lvlm.data.batch_size, lvlm.data.max_split, lvlm.data.max_target_tokens) == \
+        (0.05, 32, 128, 128)
+    assert lvlm.model.decoder == "google/flan-t5-xxl" and lvlm.model.variant == "lvlm"
+    assert cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-clip")).model.variant == "clip"
+
+
+def test_file_then_flags_override_in_order(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"optim": {"lr": 0.5, "max_steps": 7}, "data": {"train": "x"}}))
+    args = build_parser().parse_args(["--preset", "thinkdiff-lvlm", "--config", str(path), "--optim.lr", "2e-4",
+                                      "--optim.max_grad_norm", "null", "--run.tensorboard", "true"])
+    config = cfg.resolve(TrainConfig, args)
+    assert config.optim.lr == 2e-4 and config.optim.max_steps == 7 and config.data.train == "x"
+    assert config.optim.max_grad_norm is None and config.run.tensorboard is True
+    assert config.data.num_workers == 8  # from the preset
+
+
+def test_bad_values_name_the_option(tmp_path):
+    with pytest.raises(ValueError, match="optim.lrr"):
+        cfg.from_dict(TrainConfig, {"optim": {"lrr": 1}})
+    with pytest.raises(ValueError, match="data.batch_size"):
+        cfg.from_dict(TrainConfig, {"data": {"batch_size": "many"}})
+    with pytest.raises(ValueError, match="--run.tensorboard"):
+        cfg.resolve(TrainConfig, build_parser().parse_args(["--run.tensorboard", "maybe"]))
+
+
+def test_no_config_prints_the_demo_hint(capsys):
+    assert main([]) == 2
+    assert "--demo" in capsys.readouterr().err
+    assert "python -m train.align --demo" in NO_CONFIG_HINT
+
+
+def test_clip_preset_stops_with_a_clear_message(capsys):
+    assert main(["--preset", "thinkdiff-clip", "--data.train", "x"]) == 2
+    assert "thinkdiff_core.vision" in capsys.readouterr().err

@@ -1,0 +1,347 @@
+"""`python -m train.align`: train a ThinkDiff aligner against a frozen T5 decoder (the proxy).
+
+    python -m train.align --demo                               # the whole recipe on a CPU, ~3 minutes, offline
+    python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT
+    accelerate launch --multi_gpu --num_processes 8 -m train.align --config my.yaml   # DDP, unchanged code
+
+One process per device; `accelerate launch` (or torchrun) sets the ranks. Each rank reads its own
+part of the feature shards, the aligner's gradients are averaged (DDP), and rank 0 evaluates, writes
+checkpoints and exports `output_dir/aligner.safetensors` in the format the ComfyUI nodes load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+import zlib
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
+from thinkdiff_core.tokens import LVLM_RECIPE
+
+from . import checkpoints
+from . import config as cfg
+from .config import OptimOptions, TrainConfig
+from .data import TrainingStream, decode_feature_sample, expand_shards, read_manifest
+from .decoder import ProxyDecoder, load_decoder, new_aligner, proxy_loss
+from .evaluate import evaluate, format_examples, held_out_batches, vlm_tokenizer_for
+from .optim import learning_rate, make_optimizer, set_learning_rate
+from .recipe import IGNORE_INDEX, LvlmBatches, check_variant
+
+RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
+                     "data.max_target_tokens", "optim.grad_accum", "run.seed", "model.variant", "model.decoder")
+"""Options that decide the data order or the objective: a resumed run must keep them."""
+
+NO_CONFIG_HINT = (
+    "Nothing to train yet. Try:\n"
+    "  python -m train.align --demo        # the whole recipe on this CPU in ~3 minutes, nothing downloaded\n"
+    "  python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT\n"
+    "  python -m train.align --config my.yaml\n"
+    "Features come from `python -m train.precompute`; see --help for every option."
+)
+
+
+def mixed_precision(choice: str) -> str:
+    """bf16 autocast (the reference) or none; fp16 would need loss scaling and is not offered."""
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if choice not in ("bf16", "no"):
+        raise ValueError(f"run.mixed_precision must be auto, bf16 or no; got {choice!r} (fp16 autocast needs loss "
+                         f"scaling; use bf16 on GPUs that have it, or no).")
+    return choice
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """CPU runs use gloo across processes; on GPUs accelerate picks NCCL. Nothing else differs."""
+    output = Path(config.run.output_dir)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(config.run.mixed_precision),
+                       log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(output))
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Each step reseeds torch (the decoder's dropout) from (seed, rank, step): a resumed run needs no RNG state."""
+    return zlib.crc32(f"{seed}:{rank}:{step}".encode())
+
+
+def train_step(accelerator: Accelerator, aligner: torch.nn.Module, decoder: ProxyDecoder,
+               optimizer: torch.optim.Optimizer, micro_batches: list[dict], step: int, options: OptimOptions,
+               seed: int) -> tuple[torch.Tensor, float]:
+    """One optimizer step over `micro_batches` (gradient accumulation); returns (mean loss, lr).
+
+    `aligner` is the accelerate-prepared module (DDP across processes; gradients are averaged in its
+    backward hooks, skipped with `no_sync` until the last micro-batch); `optimizer` a plain AdamW.
+    """
+    if decoder.uses_dropout:
+        torch.manual_seed(step_seed(seed, accelerator.process_index, step))
+    lr = learning_rate(step, options)
+    set_learning_rate(optimizer, lr)
+    autocast = accelerator.autocast if accelerator.mixed_precision != "no" else nullcontext
+    losses = []
+    for index, batch in enumerate(micro_batches):
+        last = index == len(micro_batches) - 1
+        with nullcontext() if last else accelerator.no_sync(aligner):
+            with autocast():
+                loss, _ = proxy_loss(aligner, decoder, batch, accelerator.device)
+            (loss if len(micro_batches) == 1 else loss / len(micro_batches)).backward()
+        losses.append(loss.detach())
+    if options.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(aligner.parameters(), options.max_grad_norm, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return (losses[0] if len(losses) == 1 else torch.stack(losses).float().mean()), lr
+
+
+def weights_crc32(module: torch.nn.Module) -> int:
+    """A checksum of the exact weights: ranks that stayed in sync agree bit for bit."""
+    crc = 0
+    for name, tensor in sorted(module.state_dict().items()):
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes(), crc)
+    return crc
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _check_resume(saved: dict[str, Any], config: TrainConfig, world_size: int) -> list[str]:
+    """Refuse a resume that would change the data order; list the harmless changes."""
+    before, now = _flat(saved["config"]), _flat(cfg.to_dict(config))
+    broken = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if before.get(k) != now[k]]
+    if saved["world_size"] != world_size:
+        broken.append(f"number of processes: {saved['world_size']} -> {world_size}")
+    if broken:
+        raise ValueError("Cannot resume exactly: these settings differ from the checkpoint's and decide the data order "
+                         f"or the objective: {'; '.join(broken)}. Resume with the original settings, or start a new run "
+                         "in another run.output_dir.")
+    return [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in now if k != "run.resume" and before.get(k) != now[k]]
+
+
+def _validate(config: TrainConfig) -> None:
+    check_variant(config.model.variant)
+    if not config.data.train:
+        raise ValueError("data.train is empty: give the feature shards written by `python -m train.precompute`.")
+    for name in ("data.batch_size", "optim.grad_accum", "optim.max_steps", "data.max_split", "data.max_target_tokens"):
+        section, key = name.split(".")
+        if getattr(getattr(config, section), key) < 1:
+            raise ValueError(f"{name} must be at least 1.")
+
+
+def _export(output: Path, aligner: torch.nn.Module, info: AlignerInfo, overwrite: bool = True) -> Path:
+    module = type(aligner)(aligner.input_size, aligner.output_size)
+    module.load_state_dict(aligner.state_dict())
+    return save_aligner(output, LoadedAligner(module, info), overwrite=overwrite)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) one run; returns a summary (steps, speed, data-wait fraction, held-out metrics)."""
+    _validate(config)
+    accelerator = make_accelerator(config)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    output = Path(config.run.output_dir)
+    log = tqdm.write if main else (lambda *a, **k: None)
+
+    manifest = read_manifest(config.data.train)
+    if manifest.get("token_recipe") != LVLM_RECIPE:
+        raise ValueError(f"{config.data.train} holds {manifest.get('token_recipe')!r} features; the LVLM variant trains "
+                         f"on {LVLM_RECIPE!r} features from `python -m train.precompute`.")
+    shards = expand_shards(config.data.train, "data.train")
+    previous = checkpoints.latest(output)
+    if config.run.resume and previous is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {output / checkpoints.CHECKPOINTS}; start without --resume.")
+    if not config.run.resume and previous is not None:
+        raise FileExistsError(f"{output} already holds checkpoints of a run ({previous.name}); pass --resume to continue "
+                              f"it, or choose another run.output_dir.")
+
+    decoder = load_decoder(config.model.decoder, dtype=config.model.decoder_dtype, device=device,
+                           dropout=config.model.decoder_dropout)
+    batches = LvlmBatches(vlm_tokenizer_for(config.data.train, config.model.vlm_tokenizer), decoder.tokenizer,
+                          config.data.max_split, config.data.max_target_tokens)
+    if config.model.init_aligner:
+        aligner = load_aligner(config.model.init_aligner, dtype=torch.float32).module.requires_grad_(True)
+    else:
+        aligner = new_aligner(int(manifest["hidden_size"]), decoder, config.run.seed)
+    aligner.to(device).train()
+    optimizer = make_optimizer(aligner, config.optim)
+    step, consumed = 0, 0
+    if config.run.resume:
+        loaded, trainer = checkpoints.load(previous)
+        for change in _check_resume(trainer, config, world):
+            log(f"note: changed since the checkpoint: {change}")
+        aligner.load_state_dict(loaded.module.state_dict())
+        optimizer.load_state_dict(trainer["optimizer"])
+        step, consumed = int(trainer["step"]), int(trainer["batches"])
+        log(f"resumed from {previous} (step {step})")
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        checkpoints.remove_partial(output)
+        (output / "config.yaml").write_text(cfg.dump_yaml(config))
+    aligner = accelerator.prepare(aligner)
+    if config.run.tensorboard:
+        accelerator.init_trackers("tensorboard", config={k: str(v) for k, v in _flat(cfg.to_dict(config)).items()})
+
+    stream = TrainingStream(shards, decode_feature_sample, batches.usable, batches, config.data.batch_size,
+                            config.run.seed, rank, world, config.data.shuffle_buffer, skip_batches=consumed)
+    workers = config.data.num_workers
+    loader = iter(DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+                             prefetch_factor=4 if workers else None, persistent_workers=workers > 0))
+    eval_batches = held_out_batches(config.data.eval, batches, config.data.batch_size, config.data.eval_samples) \
+        if config.data.eval and main else []
+    info = AlignerInfo(manifest["source_model_id"], LVLM_RECIPE)
+
+    def provenance(at_step: int) -> dict[str, Any]:
+        return {"recipe": "thinkdiff-lvlm", "tool": "python -m train.align", "vlm": manifest["source_model_id"],
+                "decoder": decoder.model_id, "steps": at_step, "data": config.data.train,
+                "samples_seen": at_step * config.data.batch_size * config.optim.grad_accum * world,
+                "batch_size": config.data.batch_size * config.optim.grad_accum * world, "seed": config.run.seed,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+    def run_eval(at_step: int) -> dict[str, float]:
+        if not eval_batches:
+            return {}
+        metrics = evaluate(accelerator.unwrap_model(aligner), decoder, eval_batches, device, config.run.show_samples,
+                           autocast=accelerator.autocast)
+        log(f"held-out @ {at_step}: loss {metrics.loss:.4f}  token accuracy {metrics.token_accuracy:.3f}  "
+            f"exact match {metrics.exact_match:.3f}  ({metrics.samples} samples)")
+        for line in format_examples(metrics.examples):
+            log(line)
+        return {"eval/loss": metrics.loss, "eval/token_accuracy": metrics.token_accuracy,
+                "eval/exact_match": metrics.exact_match}
+
+    def save(at_step: int, batches_done: int) -> None:
+        if main:
+            unwrapped = accelerator.unwrap_model(aligner)
+            module = type(unwrapped)(unwrapped.input_size, unwrapped.output_size)
+            module.load_state_dict(unwrapped.state_dict())
+            trainer = {"step": at_step, "batches": batches_done, "optimizer": optimizer.state_dict(),
+                       "config": cfg.to_dict(config), "world_size": world}
+            checkpoints.save(output, at_step, LoadedAligner(module, AlignerInfo(info.source_model_id, info.token_recipe,
+                             provenance(at_step))), trainer, config.run.keep_last)
+        accelerator.wait_for_everyone()
+
+    progress = tqdm(total=config.optim.max_steps, initial=step, disable=not main, desc="align", dynamic_ncols=True)
+    keys: list[str] = []
+    waited = elapsed = startup_wait = 0.0
+    label_tokens = samples = 0
+    start_step, last_metrics = step, {}
+    window_start, window_tokens = time.perf_counter(), 0
+    loss = torch.zeros(())
+    while step < config.optim.max_steps:
+        began = time.perf_counter()
+        micro = [next(loader) for _ in range(config.optim.grad_accum)]
+        fetched = time.perf_counter()
+        loss, lr = train_step(accelerator, aligner, decoder, optimizer, micro, step, config.optim, config.run.seed)
+        step, consumed = step + 1, consumed + len(micro)
+        waited, elapsed = waited + fetched - began, elapsed + time.perf_counter() - began
+        if step == start_step + 1:
+            startup_wait = fetched - began  # workers starting and filling their shuffle buffers
+        tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro)
+        label_tokens, samples, window_tokens = label_tokens + tokens, samples + sum(len(b["keys"]) for b in micro), \
+            window_tokens + tokens
+        if config.data.log_sample_keys:
+            keys += [k for b in micro for k in b["keys"]]
+        progress.update(1)
+        if step % config.run.log_every == 0 or step == config.optim.max_steps:
+            now = time.perf_counter()
+            rate = window_tokens * world / max(now - window_start, 1e-9)
+            value = loss.item()
+            progress.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+            log(f"step {step}/{config.optim.max_steps}  loss {value:.4f}  lr {lr:.3e}  target tokens/s {rate:,.0f}  "
+                f"data wait {waited / max(elapsed, 1e-9):.1%}")
+            accelerator.log({"train/loss": value, "train/lr": lr, "train/tokens_per_s": rate}, step=step)
+            window_start, window_tokens = now, 0
+        if config.run.eval_every and step % config.run.eval_every == 0 and step != config.optim.max_steps:
+            if main:
+                accelerator.log(run_eval(step), step=step)
+            accelerator.wait_for_everyone()
+        if config.run.save_every and step % config.run.save_every == 0 and step != config.optim.max_steps:
+            save(step, consumed)
+    progress.close()
+
+    if main:
+        last_metrics = run_eval(step)
+        accelerator.log(last_metrics, step=step)
+    save(step, consumed)
+    unwrapped = accelerator.unwrap_model(aligner)
+    checksums = gather_object([weights_crc32(unwrapped)])
+    (output / "ranks").mkdir(parents=True, exist_ok=True)
+    (output / "ranks" / f"rank-{rank}.json").write_text(json.dumps(
+        {"rank": rank, "weights_crc32": checksums[rank], "samples": samples, "keys": keys}))
+    summary = {"steps": step, "steps_this_run": step - start_step, "seconds": elapsed,
+               "samples_per_s": samples * world / max(elapsed, 1e-9),
+               "target_tokens_per_s": label_tokens * world / max(elapsed, 1e-9),
+               "data_wait_fraction": waited / max(elapsed, 1e-9),
+               "data_wait_fraction_after_first_batch": (waited - startup_wait) / max(elapsed - startup_wait, 1e-9),
+               "final_loss": float(loss.item()),
+               "ranks_in_sync": len(set(checksums)) == 1, **last_metrics}
+    if main:
+        exported = _export(output / "aligner.safetensors", unwrapped,
+                           AlignerInfo(info.source_model_id, info.token_recipe, provenance(step)))
+        summary["aligner"] = str(exported)
+        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        if not summary["ranks_in_sync"]:
+            log(f"WARNING: the ranks ended with different aligner weights (checksums {checksums}); report this.")
+        log(f"wrote {exported} (loadable by the ComfyUI nodes and thinkdiff_core.load_aligner)")
+    accelerator.end_training()
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.align", description=__doc__.split("\n\n")[0],
+                                     epilog="Presets live in train/presets/ (each lists every option with a comment).")
+    parser.add_argument("--demo", action="store_true", help="run the whole recipe offline on this CPU (~3 minutes): "
+                        "tiny models, synthetic shapes, precompute, align, evaluate")
+    parser.add_argument("--resume", action="store_true", help="same as --run.resume true")
+    cfg.add_arguments(parser, TrainConfig, with_presets=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo:
+        from .demo import run_demo
+
+        def demo() -> str:
+            output = vars(args).get("set:run.output_dir")
+            run_demo(Path(output) if output else None)  # prints its own report
+            return ""
+
+        return cfg.run_tool(demo)
+    if not (args.config or args.preset or any(k.startswith("set:") for k in vars(args))):
+        print(NO_CONFIG_HINT, file=sys.stderr)
+        return 2
+
+    def work() -> str:
+        config = cfg.resolve(TrainConfig, args)
+        if args.resume:
+            config = cfg.merge(config, {"run": {"resume": True}})
+        summary = train(config)
+        return json.dumps(summary, indent=2) if "aligner" in summary else ""  # rank 0 reports
+
+    return cfg.run_tool(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Training checkpoints: written atomically, the last K kept, read back without unpickling code.
+
+A checkpoint is a folder `checkpoints/step-00001000/` holding `aligner.safetensors` (the nodes can
+load it as is) and `trainer.pt` (optimizer state, step, batches consumed, config: tensors and plain
+values only, read with `weights_only=True`). It is assembled in a hidden temporary folder and
+renamed into place, so a kill at any moment leaves either the old set or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkdiff_core.checkpoint import LoadedAligner, load_aligner, save_aligner
+
+CHECKPOINTS = "checkpoints"
+NAME = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    folder = Path(output_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if NAME.match(p.name) and (p / "trainer.pt").is_file()]
+    return sorted(found, key=lambda p: int(NAME.match(p.name).group(1)))
+
+
+def latest(output_dir: str | Path) -> Path | None:
+    found = checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def remove_partial(output_dir: str | Path) -> None:
+    """Temporary folders left by a run killed while saving."""
+    folder = Path(output_dir) / CHECKPOINTS
+    for stale in folder.glob(".step-*.tmp-*") if folder.is_dir() else []:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def save(output_dir: str | Path, step: int, aligner: LoadedAligner, trainer: dict[str, Any], keep_last: int) -> Path:
+    folder = Path(output_dir) / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:08d}"
+    temporary = folder / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    save_aligner(temporary / "aligner.safetensors", aligner)
+    torch.save(trainer, temporary / "trainer.pt")
+    if final.exists():  # the same step saved again after a resume: the new copy replaces it
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    for old in checkpoints(output_dir)[:-max(keep_last, 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load(path: str | Path) -> tuple[LoadedAligner, dict[str, Any]]:
+    path = Path(path)
+    return load_aligner(path / "aligner.safetensors", dtype=torch.float32), torch.load(
+        path / "trainer.pt", map_location="cpu", weights_only=True)

@@ -1,0 +1,183 @@
+"""`python -m train.align --demo`: the whole ThinkDiff-LVLM recipe on a CPU in a few minutes, offline.
+
+Real ThinkDiff starts from a pretrained VLM (Qwen2-VL) and a pretrained Flan-T5. Nothing can be
+downloaded here, so the demo first makes small stand-ins that know something:
+1. synthetic images (one coloured shape each) with captions ("a red star on a plain background");
+2. a tiny random Qwen2-VL taught to answer the brief instructions with the caption (stand-in for
+   Qwen2-VL's pretraining; it learns every colour and most shapes);
+3. a tiny Flan-T5-shaped model pre-trained to continue captions from an encoded prefix (stand-in
+   for Flan-T5), whose frozen decoder is the proxy.
+Then the real recipe, unchanged: `train.precompute` samples the VLM's answers (temperature 0.6,
+top_p 0.9) and stores its generated-token features; `train.align` trains a fresh aligner with the
+random split (features of tokens [:s] in, text of tokens [s:] out) against the frozen decoder;
+`train.evaluate` measures both the untrained and the trained aligner on held-out images. The
+targets are the VLM's own sampled answers, right or wrong, exactly as in the paper.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from thinkdiff_core.prompts import Prompt
+from thinkdiff_core.tiny import CORPUS, write_tiny_qwen_vl, write_tiny_t5
+from thinkdiff_core.vlm import VisionLanguageModel
+
+from . import config as cfg
+from .config import TrainConfig
+from .decoder import load_decoder, new_aligner
+from .evaluate import ProxyMetrics, evaluate, format_examples, held_out_batches, vlm_tokenizer_for
+from .precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
+from .precompute import run as precompute
+from .recipe import LvlmBatches
+from .synthetic import ShapeSample, all_captions, shape_samples, write_image_folder
+
+TRAIN_IMAGES, HELD_OUT_IMAGES = 384, 96
+VLM_STEPS, T5_STEPS = 200, 300
+
+
+def teach_vlm_to_caption(folder: Path, samples: list[ShapeSample], steps: int, seed: int = 0) -> None:
+    """Fine-tune the tiny VLM (all of it) to answer any brief instruction with the image's caption."""
+    vlm = VisionLanguageModel.from_pretrained(folder, dtype="fp32", device="cpu")
+    tokenizer, model = vlm.tokenizer, vlm.model
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rng = random.Random(seed)
+    rows = []
+    for sample in samples:
+        inputs = vlm.prepare([Prompt([sample.image, rng.choice(BRIEF_INSTRUCTIONS)], vision_ids=False)])
+        answer = tokenizer(sample.caption, add_special_tokens=False)["input_ids"] + [end]
+        rows.append((inputs, answer))
+    model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    torch.manual_seed(seed)
+    for step in range(steps):
+        batch = [rows[i] for i in rng.sample(range(len(rows)), 32)]
+        loss = model(**_caption_batch(batch, vlm.pad_token_id, vlm.image_token_id)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * (step + 1) / steps)).item())
+    model.eval().requires_grad_(False)
+    model.save_pretrained(folder)
+
+
+def _caption_batch(rows: list, pad: int, image_token: int) -> dict:
+    """Prompt + answer per row, right-padded; the loss sees only the answer."""
+    ids = [r[0]["input_ids"][0].tolist() + r[1] for r in rows]
+    labels = [[-100] * r[0]["input_ids"].shape[1] + r[1] for r in rows]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        "labels": torch.tensor([l + [-100] * (width - len(l)) for l in labels]),
+        "pixel_values": torch.cat([r[0]["pixel_values"] for r in rows]),
+        "image_grid_thw": torch.cat([r[0]["image_grid_thw"] for r in rows]),
+    }
+    if "mm_token_type_ids" in rows[0][0]:
+        batch["mm_token_type_ids"] = (input_ids == image_token).to(torch.int32)
+    return batch
+
+
+def pretrain_t5_on_captions(folder: Path, captions: list[str], steps: int, seed: int = 0) -> None:
+    """Teach the tiny T5 to continue a caption: encoder reads the first words, decoder writes the rest."""
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    rng = random.Random(seed)
+    model.train()
+    for _ in range(steps):
+        prefixes, rests = [], []
+        for caption in rng.choices(captions, k=32):
+            words = caption.split(" ")
+            cut = rng.randint(0, len(words) - 1)
+            prefixes.append(" ".join(words[:cut]))
+            rests.append(" ".join(words[cut:]))
+        inputs = tokenizer(prefixes, padding=True, return_tensors="pt")
+        labels = tokenizer(rests, padding=True, return_tensors="pt")["input_ids"]
+        loss = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                     labels=labels.masked_fill(labels == tokenizer.pad_token_id, -100)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.save_pretrained(folder)
+
+
+def _table(before: ProxyMetrics, after: ProxyMetrics) -> list[str]:
+    rows = [f"{'held-out proxy metric':<26}{'untrained':>12}{'trained':>12}"]
+    for name in ("loss", "token_accuracy", "exact_match"):
+        rows.append(f"{name:<26}{getattr(before, name):>12.3f}{getattr(after, name):>12.3f}")
+    rows.append(f"{'samples':<26}{before.samples:>12}{after.samples:>12}")
+    return rows
+
+
+def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_out_images: int = HELD_OUT_IMAGES,
+             vlm_steps: int = VLM_STEPS, t5_steps: int = T5_STEPS, overrides: dict | None = None) -> dict:
+    """Build the stand-ins, precompute, align, evaluate; print the before/after table; return the numbers."""
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and steady on a shared machine
+    output = Path(output or f"runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"{output} is not empty; pick a new --run.output_dir for the demo (or leave it out).")
+    started = time.perf_counter()
+
+    def stage(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {text}", flush=True)
+
+    stage(f"synthetic shapes: {train_images} training and {held_out_images} held-out images -> {output / 'images'}")
+    training, held_out = shape_samples(train_images, seed=1), shape_samples(held_out_images, seed=2)
+    write_image_folder(output / "images" / "train", training)
+    write_image_folder(output / "images" / "held_out", held_out)
+
+    stage(f"tiny Qwen2-VL stand-in, taught to caption the shapes ({vlm_steps} steps)")
+    vlm_folder = write_tiny_qwen_vl(output / "models" / "tiny-qwen2-vl")
+    teach_vlm_to_caption(vlm_folder, training, vlm_steps)
+
+    stage(f"tiny Flan-T5 stand-in, pre-trained to continue captions ({t5_steps} steps)")
+    t5_folder = write_tiny_t5(output / "models" / "tiny-flan-t5", corpus=all_captions() + CORPUS + BRIEF_INSTRUCTIONS)
+    pretrain_t5_on_captions(t5_folder, all_captions(), t5_steps)
+
+    features = {}
+    for split in ("train", "held_out"):
+        stage(f"python -m train.precompute: VLM answers and generated-token features ({split})")
+        features[split] = str(output / "features" / split)
+        summary = precompute(PrecomputeConfig(vlm=str(vlm_folder), images=str(output / "images" / split),
+                                              output=features[split], batch_size=16, folder_chunk=128,
+                                              max_new_tokens=32, rank=0, world_size=1))
+        print(f"         {summary['images']} images, {summary['images_per_s']:.1f} images/s")
+
+    config = cfg.merge(cfg.from_dict(TrainConfig, cfg.read_preset("demo")), {
+        "model": {"decoder": str(t5_folder)}, "data": {"train": features["train"], "eval": features["held_out"]},
+        "run": {"output_dir": str(output / "run")}})
+    config = cfg.merge(config, overrides or {})
+    decoder = load_decoder(str(t5_folder), dropout=config.model.decoder_dropout)
+    batches = LvlmBatches(vlm_tokenizer_for(features["held_out"], None), decoder.tokenizer, config.data.max_split,
+                          config.data.max_target_tokens)
+    eval_batches = held_out_batches(features["held_out"], batches, 32, config.data.eval_samples)
+    stage("held-out proxy metrics of an untrained aligner (T5-norm init, as training starts)")
+    before = evaluate(new_aligner(eval_batches[0]["features"].shape[-1], decoder, config.run.seed), decoder,
+                      eval_batches, torch.device("cpu"), show=8)
+
+    stage(f"python -m train.align: {config.optim.max_steps} steps of batch {config.data.batch_size}")
+    from .align import train
+
+    summary = train(config)
+    from thinkdiff_core.checkpoint import load_aligner
+
+    aligner = load_aligner(summary["aligner"], dtype=torch.float32)
+    after = evaluate(aligner.module, decoder, eval_batches, torch.device("cpu"), show=8)
+    stage("done")
+    module = aligner.module
+    print("\n".join(["", *_table(before, after), "", "untrained aligner, greedy decodes:",
+                     *format_examples(before.examples), "", "trained aligner, greedy decodes:",
+                     *format_examples(after.examples), "",
+                     f"aligner: {summary['aligner']}  (source {aligner.info.source_model_id}, {module.input_size} -> "
+                     f"{module.output_size}; load it with thinkdiff_core.load_aligner or the ComfyUI nodes)",
+                     f"total time: {time.perf_counter() - started:.0f} s"]))
+    return {"before": before, "after": after, "aligner": summary["aligner"], "output": str(output)}
