@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.align", description=__doc__.split("\n\n")[0],
                                      epilog="Presets live in train/presets/ (each lists every option with a comment).")
     parser.add_argument("--demo", action="store_true", help="run the whole recipe offline on this CPU (~3 minutes): "
-                        "tiny models, synthetic shapes, precompute, align, evaluate")
+                        "tiny models, synthetic shapes, precompute, align, evaluate; with --model.variant clip the "
+                        "CLIP recipe (~1 minute)")
     parser.add_argument("--resume", action="store_true", help="same as --run.resume true")
     cfg.add_arguments(parser, TrainConfig, with_presets=True)
     return parser
@@ -348,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def demo() -> str:
             output = vars(args).get("set:run.output_dir")
-            run_demo(Path(output) if output else None)  # prints its own report
-            return ""
+            run_demo(Path(output) if output else None, variant=vars(args).get("set:model.variant", "lvlm"))
+            return ""  # the demo prints its own report
 
         return cfg.run_tool(demo)
     if not (args.config or args.preset or any(k.startswith("set:") for k in vars(args))):
