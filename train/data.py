@@ -167,8 +167,9 @@ def _folder_records(root: Path, chunk: list[tuple[Path, str | None]]) -> Iterato
         yield ImageRecord(str(file.relative_to(root)), lambda file=file: _open(str(file)), caption)
 
 
-def image_units(spec: str, folder_chunk: int = 1000) -> list[ImageUnit]:
-    """The work units of an image source: one per tar shard, or per `folder_chunk` images of a folder."""
+def image_units(spec: str, folder_chunk: int = 1000, what: str = "images") -> list[ImageUnit]:
+    """The work units of an image source: one per tar shard, or per `folder_chunk` images of a folder.
+    `what` names the source in error messages."""
     path = Path(spec).expanduser()
     if path.is_dir() and not list(path.glob("*.tar")):
         entries = _folder_entries(path)
@@ -179,7 +180,7 @@ def image_units(spec: str, folder_chunk: int = 1000) -> list[ImageUnit]:
                                    functools.partial(_folder_records, path.resolve(), chunk)))
         return units
     units = []
-    for index, shard in enumerate(expand_shards(spec, "images")):
+    for index, shard in enumerate(expand_shards(spec, what)):
         unit = ImageUnit(index, shard, lambda: iter(()))
         unit.records = functools.partial(_tar_records, shard, unit.errors)
         units.append(unit)

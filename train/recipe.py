@@ -139,7 +139,7 @@ class ClipBatches:
     @staticmethod
     def shards(spec: str, what: str) -> list:
         """An image source: CC-SBU/LAION tar shards, or a folder of images with captions.jsonl."""
-        return image_units(spec)
+        return image_units(spec, what=what)
 
     @staticmethod
     def usable(sample: CaptionedImage) -> bool:

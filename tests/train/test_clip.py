@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from thinkdiff_core.checkpoint import load_aligner
+from thinkdiff_core.checkpoint import is_aligner_file, load_aligner
 from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH
 from thinkdiff_core.tokens import CLIP_RECIPE
+from thinkdiff_core.variants import check_parts
 from train.align import train, train_step
 from train.config import OptimOptions
 from train.data import CaptionedImage, TrainingStream, decode_captioned_image, image_units
@@ -180,6 +181,10 @@ def test_tiny_clip_run_exports_an_aligner_the_library_reads_as_clip(make_clip_co
     images = [Image.new("RGB", (50, 70), "red"), Image.new("RGB", (90, 60), "white")]
     aligned = aligner(vision_encoder.encode(images))
     assert aligned.shape == (1, 2 * 65, 64) and torch.isfinite(aligned).all()
+    assert is_aligner_file(summary["aligner"])  # what the nodes' aligner list takes
+    check_parts(aligner, None, vision_encoder)  # what ThinkDiffPipeline checks before loading FLUX
+    with pytest.raises(ValueError, match="CLIP aligner"):
+        check_parts(aligner, object(), None)
 
     capsys.readouterr()
     assert evaluate_main(["--aligner", summary["aligner"], "--decoder", config.model.decoder, "--data",
@@ -189,3 +194,5 @@ def test_tiny_clip_run_exports_an_aligner_the_library_reads_as_clip(make_clip_co
     assert "image + caption start" in printed and "samples: 16" in printed
     loss = float(next(line for line in printed.splitlines() if line.startswith("loss:")).split()[1])
     assert loss == pytest.approx(summary["eval/loss"], rel=1e-4)  # the same held-out batches as training measured
+    assert evaluate_main(["--aligner", summary["aligner"], "--variant", "lvlm", "--data", config.data.eval]) == 2
+    assert "ThinkDiff-CLIP aligner but --variant is lvlm" in capsys.readouterr().err
