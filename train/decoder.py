@@ -137,10 +137,8 @@ def inference_mode(decoder: ProxyDecoder) -> Iterator[None]:
 
 
 @torch.no_grad()
-def greedy_decode(aligner: nn.Module, decoder: ProxyDecoder, batch: dict, device: torch.device,
-                  max_new_tokens: int) -> list[str]:
-    """What the frozen decoder writes from the aligned features (and, CLIP, the caption start), greedily."""
-    states, mask = encoder_states(aligner, decoder, batch, device)
+def greedy_decode(decoder: ProxyDecoder, states: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> list[str]:
+    """What the frozen decoder writes, greedily, from encoder-side `states` (see `encoder_states`)."""
     ids = decoder.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states.to(decoder.dtype)),
                                  attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
     return decoder.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -82,12 +82,13 @@ def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list
     with inference_mode(decoder), autocast():
         for batch in eval_batches:
             labels = batch["labels"].to(device)
-            loss, logits = decoder_loss(decoder.model, *encoder_states(aligner, decoder, batch, device), labels)
+            states, mask = encoder_states(aligner, decoder, batch, device)
+            loss, logits = decoder_loss(decoder.model, states, mask, labels)
             real = labels != IGNORE_INDEX
             total_loss += loss.float().item() * real.sum().item()
             correct += ((logits.argmax(-1) == labels) & real).sum().item()
             tokens += real.sum().item()
-            decoded = greedy_decode(aligner, decoder, batch, device, max_new_tokens=labels.shape[1])
+            decoded = greedy_decode(decoder, states, mask, max_new_tokens=labels.shape[1])
             for row, text in enumerate(decoded):
                 target = tokenizer.decode(labels[row][real[row]], skip_special_tokens=True)
                 exact += text.strip() == target.strip()
