@@ -384,11 +384,17 @@ class VisionEncoder:
         return self.image_processor(images=_as_pil_list(images), return_tensors="pt")["pixel_values"]
 
     @torch.no_grad()
+    def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, S, S]` preprocessed images -> recipe tokens `[N, 65, D]` on the tower's device.
+
+        Training preprocesses in its data workers and calls this in the training process.
+        """
+        hidden = self.model(pixel_values=pixel_values.to(device=self.device, dtype=self.dtype)).last_hidden_state
+        return clip_recipe_tokens(hidden, self.downsample_factor)
+
     def encode_each(self, images: Sequence[ImageInput]) -> ThinkDiffTokens:
         """One forward over all images; features `[N, 65, D]`, one row per image (training, per-image use)."""
-        pixel_values = self.preprocess(images).to(device=self.device, dtype=self.dtype)
-        hidden = self.model(pixel_values=pixel_values).last_hidden_state
-        return ThinkDiffTokens(clip_recipe_tokens(hidden, self.downsample_factor).cpu(), self.model_id, CLIP_RECIPE)
+        return ThinkDiffTokens(self.encode_pixels(self.preprocess(images)).cpu(), self.model_id, CLIP_RECIPE)
 
     def encode(self, images: Sequence[ImageInput]) -> ThinkDiffTokens:
         """The images' tokens in order in one row, `[1, N*65, D]`: what FLUX conditioning prepends to the prompt."""

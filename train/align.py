@@ -2,11 +2,14 @@
 
     python -m train.align --demo                               # the whole recipe on a CPU, ~3 minutes, offline
     python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT
+    python -m train.align --preset thinkdiff-clip --data.train "laion/{00000..09999}.tar" --data.eval HELD_OUT_IMAGES
     accelerate launch --multi_gpu --num_processes 8 -m train.align --config my.yaml   # DDP, unchanged code
 
 One process per device; `accelerate launch` (or torchrun) sets the ranks. Each rank reads its own
-part of the feature shards, the aligner's gradients are averaged (DDP), and rank 0 evaluates, writes
-checkpoints and exports `output_dir/aligner.safetensors` in the format the ComfyUI nodes load.
+part of the shards (LVLM: precomputed features; CLIP: images with captions, whose BLIP-2 vision
+tokens the frozen tower computes on the fly), the aligner's gradients are averaged (DDP), and rank 0
+evaluates, writes checkpoints and exports `output_dir/aligner.safetensors` in the format the ComfyUI
+nodes load.
 """
 
 from __future__ import annotations
@@ -31,27 +34,30 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
-from thinkdiff_core.tokens import LVLM_RECIPE
+from thinkdiff_core.tokens import CLIP_RECIPE, LVLM_RECIPE
 
 from . import checkpoints
 from . import config as cfg
 from .config import OptimOptions, TrainConfig
-from .data import TrainingStream, decode_feature_sample, expand_shards, read_manifest
+from .data import TrainingStream, read_manifest
 from .decoder import ProxyDecoder, load_decoder, new_aligner, proxy_loss
-from .evaluate import evaluate, format_examples, held_out_batches, vlm_tokenizer_for
+from .evaluate import evaluate, format_examples, held_out_batches, make_batches
 from .optim import learning_rate, make_optimizer, set_learning_rate
-from .recipe import IGNORE_INDEX, LvlmBatches, check_variant
+from .recipe import IGNORE_INDEX, ClipBatches, LvlmBatches, check_variant
 
 RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
-                     "data.max_target_tokens", "optim.grad_accum", "run.seed", "model.variant", "model.decoder")
+                     "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
+                     "model.variant", "model.decoder", "model.vision_encoder")
 """Options that decide the data order or the objective: a resumed run must keep them."""
 
 NO_CONFIG_HINT = (
     "Nothing to train yet. Try:\n"
     "  python -m train.align --demo        # the whole recipe on this CPU in ~3 minutes, nothing downloaded\n"
     "  python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT\n"
+    "  python -m train.align --preset thinkdiff-clip --data.train IMAGE_SHARDS --data.eval HELD_OUT_IMAGES\n"
     "  python -m train.align --config my.yaml\n"
-    "Features come from `python -m train.precompute`; see --help for every option."
+    "LVLM features come from `python -m train.precompute`; CLIP reads images with captions directly. "
+    "See --help for every option."
 )
 
 
@@ -127,7 +133,8 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_resume(saved: dict[str, Any], config: TrainConfig, world_size: int) -> list[str]:
     """Refuse a resume that would change the data order; list the harmless changes."""
     before, now = _flat(saved["config"]), _flat(cfg.to_dict(config))
-    broken = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if before.get(k) != now[k]]
+    # an option newer than the checkpoint is absent from its config: it had the default then, as it has now
+    broken = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if k in before and before[k] != now[k]]
     if saved["world_size"] != world_size:
         broken.append(f"number of processes: {saved['world_size']} -> {world_size}")
     if broken:
@@ -140,8 +147,10 @@ def _check_resume(saved: dict[str, Any], config: TrainConfig, world_size: int) -
 def _validate(config: TrainConfig) -> None:
     check_variant(config.model.variant)
     if not config.data.train:
-        raise ValueError("data.train is empty: give the feature shards written by `python -m train.precompute`.")
-    for name in ("data.batch_size", "optim.grad_accum", "optim.max_steps", "data.max_split", "data.max_target_tokens"):
+        raise ValueError("data.train is empty: give the feature shards written by `python -m train.precompute` "
+                         "(LVLM), or image-caption shards / a folder with captions.jsonl (CLIP).")
+    for name in ("data.batch_size", "optim.grad_accum", "optim.max_steps", "data.max_split", "data.max_prefix_tokens",
+                 "data.max_target_tokens"):
         section, key = name.split(".")
         if getattr(getattr(config, section), key) < 1:
             raise ValueError(f"{name} must be at least 1.")
@@ -162,11 +171,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     output = Path(config.run.output_dir)
     log = tqdm.write if main else (lambda *a, **k: None)
 
-    manifest = read_manifest(config.data.train)
-    if manifest.get("token_recipe") != LVLM_RECIPE:
-        raise ValueError(f"{config.data.train} holds {manifest.get('token_recipe')!r} features; the LVLM variant trains "
-                         f"on {LVLM_RECIPE!r} features from `python -m train.precompute`.")
-    shards = expand_shards(config.data.train, "data.train")
+    clip = config.model.variant == "clip"
+    if not clip:
+        manifest = read_manifest(config.data.train)
+        if manifest.get("token_recipe") != LVLM_RECIPE:
+            raise ValueError(f"{config.data.train} holds {manifest.get('token_recipe')!r} features; the LVLM variant "
+                             f"trains on {LVLM_RECIPE!r} features from `python -m train.precompute`.")
+    shards = (ClipBatches if clip else LvlmBatches).shards(config.data.train, "data.train")
     previous = checkpoints.latest(output)
     if config.run.resume and previous is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {output / checkpoints.CHECKPOINTS}; start without --resume.")
@@ -174,14 +185,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise FileExistsError(f"{output} already holds checkpoints of a run ({previous.name}); pass --resume to continue "
                               f"it, or choose another run.output_dir.")
 
-    decoder = load_decoder(config.model.decoder, dtype=config.model.decoder_dtype, device=device,
-                           dropout=config.model.decoder_dropout)
-    batches = LvlmBatches(vlm_tokenizer_for(config.data.train, config.model.vlm_tokenizer), decoder.tokenizer,
-                          config.data.max_split, config.data.max_target_tokens)
-    if config.model.init_aligner:
-        aligner = load_aligner(config.model.init_aligner, dtype=torch.float32).module.requires_grad_(True)
+    decoder = load_decoder(config.model.decoder, keep_encoder=clip, dtype=config.model.decoder_dtype, device=device,
+                           dropout=config.model.decoder_dropout,
+                           vision_encoder=config.model.vision_encoder if clip else None)
+    batches = make_batches(config.model.variant, decoder, config.data.train, config.model.vlm_tokenizer,
+                           config.data.max_split, config.data.max_prefix_tokens, config.data.max_target_tokens)
+    if clip:  # the aligner reads the tower's tokens: its input size is the tower's width
+        info = AlignerInfo(decoder.vision.model_id, CLIP_RECIPE)
+        input_size = decoder.vision.hidden_size
     else:
-        aligner = new_aligner(int(manifest["hidden_size"]), decoder, config.run.seed)
+        info = AlignerInfo(manifest["source_model_id"], LVLM_RECIPE)
+        input_size = int(manifest["hidden_size"])
+    if config.model.init_aligner:
+        start = load_aligner(config.model.init_aligner, dtype=torch.float32)
+        if start.info.variant != config.model.variant or start.module.input_size != input_size:
+            raise ValueError(f"model.init_aligner {config.model.init_aligner} is a {start.info.variant} aligner for "
+                             f"{start.module.input_size}-wide inputs; this run trains a {config.model.variant} aligner "
+                             f"for {input_size}-wide inputs ({info.source_model_id}). Start from a matching aligner.")
+        aligner = start.module.requires_grad_(True)
+    else:
+        aligner = new_aligner(input_size, decoder, config.run.seed)
     aligner.to(device).train()
     optimizer = make_optimizer(aligner, config.optim)
     step, consumed = 0, 0
@@ -201,18 +224,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.run.tensorboard:
         accelerator.init_trackers("tensorboard", config={k: str(v) for k, v in _flat(cfg.to_dict(config)).items()})
 
-    stream = TrainingStream(shards, decode_feature_sample, batches.usable, batches, config.data.batch_size,
-                            config.run.seed, rank, world, config.data.shuffle_buffer, skip_batches=consumed)
+    stream = TrainingStream(shards, batches.decode, batches.usable, batches, config.data.batch_size, config.run.seed,
+                            rank, world, config.data.shuffle_buffer, skip_batches=consumed, read=batches.read)
     workers = config.data.num_workers
     loader = iter(DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                              prefetch_factor=4 if workers else None, persistent_workers=workers > 0))
     eval_batches = held_out_batches(config.data.eval, batches, config.data.batch_size, config.data.eval_samples) \
         if config.data.eval and main else []
-    info = AlignerInfo(manifest["source_model_id"], LVLM_RECIPE)
 
     def provenance(at_step: int) -> dict[str, Any]:
-        return {"recipe": "thinkdiff-lvlm", "tool": "python -m train.align", "vlm": manifest["source_model_id"],
-                "decoder": decoder.model_id, "steps": at_step, "data": config.data.train,
+        return {"recipe": f"thinkdiff-{config.model.variant}", "tool": "python -m train.align",
+                "vision_encoder" if clip else "vlm": info.source_model_id, "decoder": decoder.model_id,
+                "steps": at_step, "data": config.data.train,
                 "samples_seen": at_step * config.data.batch_size * config.optim.grad_accum * world,
                 "batch_size": config.data.batch_size * config.optim.grad_accum * world, "seed": config.run.seed,
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -224,7 +247,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                            autocast=accelerator.autocast)
         log(f"held-out @ {at_step}: loss {metrics.loss:.4f}  token accuracy {metrics.token_accuracy:.3f}  "
             f"exact match {metrics.exact_match:.3f}  ({metrics.samples} samples)")
-        for line in format_examples(metrics.examples):
+        for line in format_examples(metrics.examples, seen=batches.SEEN):
             log(line)
         return {"eval/loss": metrics.loss, "eval/token_accuracy": metrics.token_accuracy,
                 "eval/exact_match": metrics.exact_match}
@@ -311,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.align", description=__doc__.split("\n\n")[0],
                                      epilog="Presets live in train/presets/ (each lists every option with a comment).")
     parser.add_argument("--demo", action="store_true", help="run the whole recipe offline on this CPU (~3 minutes): "
-                        "tiny models, synthetic shapes, precompute, align, evaluate")
+                        "tiny models, synthetic shapes, precompute, align, evaluate; with --model.variant clip the "
+                        "CLIP recipe (~1 minute)")
     parser.add_argument("--resume", action="store_true", help="same as --run.resume true")
     cfg.add_arguments(parser, TrainConfig, with_presets=True)
     return parser
@@ -325,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def demo() -> str:
             output = vars(args).get("set:run.output_dir")
-            run_demo(Path(output) if output else None)  # prints its own report
-            return ""
+            run_demo(Path(output) if output else None, variant=vars(args).get("set:model.variant", "lvlm"))
+            return ""  # the demo prints its own report
 
         return cfg.run_tool(demo)
     if not (args.config or args.preset or any(k.startswith("set:") for k in vars(args))):

@@ -221,11 +221,14 @@ def section(cls: type) -> Any:
 
 @dataclasses.dataclass
 class ModelOptions:
-    variant: str = option("lvlm", "lvlm: a VLM's generated-token features (ThinkDiff-LVLM); clip: vision-encoder "
-                                  "tokens plus a T5-encoded caption prefix (ThinkDiff-CLIP; not wired yet)")
+    variant: str = option("lvlm", "lvlm: a VLM's generated-token features (ThinkDiff-LVLM); clip: BLIP-2 vision "
+                                  "tokens of images plus a T5-encoded caption start (ThinkDiff-CLIP)")
     decoder: str = option("google/flan-t5-xxl", "T5 / Flan-T5 folder or Hub id; its frozen decoder is the proxy")
-    decoder_dtype: str = option("auto", "dtype of the frozen decoder: auto (bf16 on CUDA, fp32 elsewhere), bf16, "
-                                        "fp16, fp32")
+    decoder_dtype: str = option("auto", "dtype of the frozen decoder (and of the CLIP vision tower): auto (bf16 on "
+                                        "CUDA, fp32 elsewhere), bf16, fp16, fp32")
+    vision_encoder: str = option("Salesforce/blip2-flan-t5-xxl", "clip: the frozen vision tower, a BLIP-2 folder, a "
+                                                                 "file from `thinkdiff_core.convert vision`, or a Hub "
+                                                                 "id (only the vision shards are downloaded)")
     decoder_dropout: float | None = option(None, "dropout inside the frozen decoder; null keeps its config's value "
                                                  "(the reference trains with Flan-T5's 0.1 on)")
     vlm_tokenizer: str | None = option(None, "tokenizer that decodes the stored token ids; null: the copy train.precompute "
@@ -236,14 +239,19 @@ class ModelOptions:
 
 @dataclasses.dataclass
 class DataOptions:
-    train: str = option("", "training feature shards: a folder written by train.precompute, a brace pattern "
-                            "(dir/{000000..000048}.tar) or a comma-separated list")
-    eval: str = option("", "held-out feature shards, same forms; empty: no held-out metrics")
+    train: str = option("", "lvlm: feature shards written by train.precompute; clip: image-caption tar shards "
+                            "(CC-SBU/LAION layout) or a folder with captions.jsonl. Shards as a folder, a brace "
+                            "pattern (dir/{000000..000048}.tar) or a comma-separated list")
+    eval: str = option("", "held-out data of the same kind and forms; empty: no held-out metrics")
     batch_size: int = option(32, "samples per process per micro-step (the reference: 32 per GPU)")
     num_workers: int = option(2, "DataLoader worker processes per training process (0: load in the training process)")
     shuffle_buffer: int = option(1000, "samples in each worker's shuffle buffer (the reference: 1000)")
-    max_split: int = option(128, "largest split point: the aligner sees tokens [:s], s uniform in [1, min(T-1, max_split)]")
-    max_target_tokens: int = option(128, "T5 tokens of the target text of tokens [s:]; longer targets are truncated")
+    max_split: int = option(128, "lvlm: largest split point: the aligner sees tokens [:s], s uniform in "
+                                 "[1, min(T-1, max_split)]")
+    max_prefix_tokens: int = option(32, "clip: T5 tokens of the caption start the T5 encoder reads (the reference's "
+                                        "max_txt_len)")
+    max_target_tokens: int = option(128, "T5 tokens of the target text (lvlm: of tokens [s:]; clip: the caption's "
+                                         "rest); longer targets are truncated")
     eval_samples: int = option(256, "held-out samples per evaluation")
     log_sample_keys: bool = option(False, "write the key of every trained sample per rank to output_dir/ranks/ "
                                           "(audits the split across ranks and workers)")

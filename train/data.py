@@ -16,10 +16,12 @@ and drops the first N, so the data order after `--resume` is the order an unbrok
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
 import random
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,8 @@ CAPTION_FILES = ("captions.jsonl", "metadata.jsonl")
 FEATURE_FORMAT = "thinkdiff-features"
 MANIFEST = "manifest.json"
 VLM_TOKENIZER_DIR = "vlm_tokenizer"
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+"""What opening a damaged or hostile image file raises: such images are skipped and counted, never fatal."""
 
 
 def is_remote(spec: str) -> bool:
@@ -90,7 +94,9 @@ class ImageRecord:
 
 @dataclass
 class ImageUnit:
-    """A unit of precompute work: one tar shard, or one chunk of a folder's images."""
+    """A unit of work: one tar shard, or one chunk of a folder's images (precompute's output shard, and a
+    shard of the CLIP variant's training stream). `records` is a `functools.partial` of a module-level
+    reader, so a unit pickles into DataLoader workers started with `spawn`."""
 
     index: int
     name: str
@@ -156,28 +162,53 @@ def _folder_entries(folder: Path) -> list[tuple[Path, str | None]]:
     return [(p, None) for p in images]
 
 
-def image_units(spec: str, folder_chunk: int = 1000) -> list[ImageUnit]:
-    """The work units of an image source: one per tar shard, or per `folder_chunk` images of a folder."""
+def _folder_records(root: Path, chunk: list[tuple[Path, str | None]]) -> Iterator[ImageRecord]:
+    for file, caption in chunk:
+        yield ImageRecord(str(file.relative_to(root)), lambda file=file: _open(str(file)), caption)
+
+
+def image_units(spec: str, folder_chunk: int = 1000, what: str = "images") -> list[ImageUnit]:
+    """The work units of an image source: one per tar shard, or per `folder_chunk` images of a folder.
+    `what` names the source in error messages."""
     path = Path(spec).expanduser()
     if path.is_dir() and not list(path.glob("*.tar")):
         entries = _folder_entries(path)
         units = []
         for index, start in enumerate(range(0, len(entries), folder_chunk)):
             chunk = entries[start:start + folder_chunk]
-
-            def records(chunk=chunk) -> Iterator[ImageRecord]:
-                for file, caption in chunk:
-                    key = str(file.relative_to(path.resolve()))
-                    yield ImageRecord(key, lambda file=file: _open(str(file)), caption)
-
-            units.append(ImageUnit(index, f"{path.name}[{start}:{start + len(chunk)}]", records))
+            units.append(ImageUnit(index, f"{path.name}[{start}:{start + len(chunk)}]",
+                                   functools.partial(_folder_records, path.resolve(), chunk)))
         return units
     units = []
-    for index, shard in enumerate(expand_shards(spec, "images")):
+    for index, shard in enumerate(expand_shards(spec, what)):
         unit = ImageUnit(index, shard, lambda: iter(()))
-        unit.records = lambda shard=shard, errors=unit.errors: _tar_records(shard, errors)
+        unit.records = functools.partial(_tar_records, shard, unit.errors)
         units.append(unit)
     return units
+
+
+def unit_records(unit: ImageUnit) -> Iterator[ImageRecord]:
+    """The records of one unit: how the CLIP variant's training stream reads its shards."""
+    return unit.records()
+
+
+@dataclass
+class CaptionedImage:
+    """A decoded image-caption sample of the CLIP variant; `image` is None when the file could not be read."""
+
+    key: str
+    image: Image.Image | None
+    caption: str | None
+
+
+def decode_captioned_image(record: ImageRecord) -> CaptionedImage:
+    """Open the record's image; an unreadable one is warned about and left out by the recipe, not fatal."""
+    try:
+        image = record.read()
+    except UNREADABLE as error:
+        warnings.warn(f"skipping unreadable image {record.key}: {error}", stacklevel=2)
+        image = None
+    return CaptionedImage(record.key, image, record.caption)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -235,17 +266,20 @@ def worker_batches_before(consumed: int, worker: int, workers: int) -> int:
 class TrainingStream(IterableDataset):
     """An endless, deterministic stream of training batches for one rank (and its workers).
 
-    `build_batch(samples, rng)` turns a list of decoded samples into a batch (the variant's random
-    split lives there); its `rng` is seeded by the batch's position in this rank's stream, so the
-    split points do not depend on which worker built the batch or on a restart.
+    `read(shard)` yields a shard's raw samples (tar members by default; the CLIP variant reads image
+    units), `decode` turns one into a sample. `build_batch(samples, rng)` turns a list of decoded
+    samples into a batch (the variant's random split lives there); its `rng` is seeded by the batch's
+    position in this rank's stream, so the split points do not depend on which worker built the
+    batch or on a restart.
     """
 
-    def __init__(self, shards: list[str], decode: Callable[[dict], Any], usable: Callable[[Any], bool],
+    def __init__(self, shards: list, decode: Callable[[Any], Any], usable: Callable[[Any], bool],
                  build_batch: Callable[[list, random.Random], dict], batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, skip_batches: int = 0) -> None:
+                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, skip_batches: int = 0,
+                 read: Callable[[Any], Iterable] = tar_samples) -> None:
         self.shards, self.decode, self.usable, self.build_batch = shards, decode, usable, build_batch
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.shuffle_buffer, self.skip_batches = shuffle_buffer, skip_batches
+        self.shuffle_buffer, self.skip_batches, self.read = shuffle_buffer, skip_batches, read
 
     def epoch(self, epoch: int, consumer: int, consumers: int) -> Iterator[dict]:
         """One epoch of a consumer's raw samples: whole shards when there are enough shards, else every
@@ -253,11 +287,11 @@ class TrainingStream(IterableDataset):
         order = random.Random(f"{self.seed}:epoch:{epoch}").sample(self.shards, len(self.shards))
         if len(order) >= consumers:
             for shard in order[consumer::consumers]:
-                yield from tar_samples(shard)
+                yield from self.read(shard)
             return
         position = itertools.count()
         for shard in order:
-            for raw in tar_samples(shard):
+            for raw in self.read(shard):
                 if next(position) % consumers == consumer:
                     yield raw
 
@@ -287,7 +321,8 @@ class TrainingStream(IterableDataset):
                 dropped += 1
                 if dropped >= patience:
                     raise ValueError(f"rank {self.rank}: the first {patience} samples are all unusable for this recipe "
-                                     f"(e.g. fewer than 2 generated tokens); check the features.")
+                                     f"(LVLM: fewer than 2 generated tokens; CLIP: no caption or an unreadable "
+                                     f"image); check the data.")
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

@@ -12,6 +12,12 @@ top_p 0.9) and stores its generated-token features; `train.align` trains a fresh
 random split (features of tokens [:s] in, text of tokens [s:] out) against the frozen decoder;
 `train.evaluate` measures both the untrained and the trained aligner on held-out images. The
 targets are the VLM's own sampled answers, right or wrong, exactly as in the paper.
+
+`--demo --model.variant clip` runs the ThinkDiff-CLIP recipe instead: no VLM and no precompute; a
+tiny BLIP-2 vision tower with random weights (no stand-in can be pre-trained here) reads the images,
+and the aligner learns to make the frozen decoder finish each caption from the image's tokens and
+the T5-encoded caption start. A random tower keeps colours well and shapes poorly (the aligner maps
+each token on its own; the tiny decoder would have to tell shapes from the patch layout).
 """
 
 from __future__ import annotations
@@ -24,16 +30,16 @@ from pathlib import Path
 import torch
 
 from thinkdiff_core.prompts import Prompt
-from thinkdiff_core.tiny import CORPUS, write_tiny_qwen_vl, write_tiny_t5
+from thinkdiff_core.tiny import CORPUS, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
 from thinkdiff_core.vlm import VisionLanguageModel
 
 from . import config as cfg
 from .config import TrainConfig
 from .decoder import load_decoder, new_aligner
-from .evaluate import ProxyMetrics, evaluate, format_examples, held_out_batches, vlm_tokenizer_for
+from .evaluate import ProxyMetrics, evaluate, format_examples, held_out_batches, make_batches
 from .precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
 from .precompute import run as precompute
-from .recipe import LvlmBatches
+from .recipe import check_variant
 from .synthetic import ShapeSample, all_captions, shape_samples, write_image_folder
 
 TRAIN_IMAGES, HELD_OUT_IMAGES = 384, 96
@@ -119,8 +125,11 @@ def _table(before: ProxyMetrics, after: ProxyMetrics) -> list[str]:
 
 
 def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_out_images: int = HELD_OUT_IMAGES,
-             vlm_steps: int = VLM_STEPS, t5_steps: int = T5_STEPS, overrides: dict | None = None) -> dict:
-    """Build the stand-ins, precompute, align, evaluate; print the before/after table; return the numbers."""
+             vlm_steps: int = VLM_STEPS, t5_steps: int = T5_STEPS, overrides: dict | None = None,
+             variant: str = "lvlm") -> dict:
+    """Build the stand-ins, precompute (LVLM), align, evaluate; print the before/after table; return the numbers."""
+    check_variant(variant)
+    clip = variant == "clip"
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and steady on a shared machine
     output = Path(output or f"runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if output.exists() and any(output.iterdir()):
@@ -135,34 +144,43 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     write_image_folder(output / "images" / "train", training)
     write_image_folder(output / "images" / "held_out", held_out)
 
-    stage(f"tiny Qwen2-VL stand-in, taught to caption the shapes ({vlm_steps} steps)")
-    vlm_folder = write_tiny_qwen_vl(output / "models" / "tiny-qwen2-vl")
-    teach_vlm_to_caption(vlm_folder, training, vlm_steps)
+    if not clip:
+        stage(f"tiny Qwen2-VL stand-in, taught to caption the shapes ({vlm_steps} steps)")
+        vlm_folder = write_tiny_qwen_vl(output / "models" / "tiny-qwen2-vl")
+        teach_vlm_to_caption(vlm_folder, training, vlm_steps)
 
     stage(f"tiny Flan-T5 stand-in, pre-trained to continue captions ({t5_steps} steps)")
     t5_folder = write_tiny_t5(output / "models" / "tiny-flan-t5", corpus=all_captions() + CORPUS + BRIEF_INSTRUCTIONS)
     pretrain_t5_on_captions(t5_folder, all_captions(), t5_steps)
 
-    features = {}
-    for split in ("train", "held_out"):
-        stage(f"python -m train.precompute: VLM answers and generated-token features ({split})")
-        features[split] = str(output / "features" / split)
-        summary = precompute(PrecomputeConfig(vlm=str(vlm_folder), images=str(output / "images" / split),
-                                              output=features[split], batch_size=16, folder_chunk=128,
-                                              max_new_tokens=32, rank=0, world_size=1))
-        print(f"         {summary['images']} images, {summary['images_per_s']:.1f} images/s")
+    data = {split: str(output / "images" / split) for split in ("train", "held_out")}  # CLIP reads the images
+    model = {}
+    if clip:
+        stage("tiny BLIP-2 vision tower (random weights; 224px, 14px patches: 65 tokens per image)")
+        vision = write_tiny_blip2(output / "models" / "tiny-blip2", vision_width=TINY_BLIP2_VISION_WIDTH)
+        model = {"variant": "clip", "vision_encoder": str(vision)}
+    else:
+        for split in ("train", "held_out"):
+            stage(f"python -m train.precompute: VLM answers and generated-token features ({split})")
+            images, data[split] = data[split], str(output / "features" / split)
+            summary = precompute(PrecomputeConfig(vlm=str(vlm_folder), images=images, output=data[split],
+                                                  batch_size=16, folder_chunk=128, max_new_tokens=32, rank=0,
+                                                  world_size=1))
+            print(f"         {summary['images']} images, {summary['images_per_s']:.1f} images/s")
 
     config = cfg.merge(cfg.from_dict(TrainConfig, cfg.read_preset("demo")), {
-        "model": {"decoder": str(t5_folder)}, "data": {"train": features["train"], "eval": features["held_out"]},
+        "model": {"decoder": str(t5_folder), **model}, "data": {"train": data["train"], "eval": data["held_out"]},
         "run": {"output_dir": str(output / "run")}})
     config = cfg.merge(config, overrides or {})
-    decoder = load_decoder(str(t5_folder), dropout=config.model.decoder_dropout)
-    batches = LvlmBatches(vlm_tokenizer_for(features["held_out"], None), decoder.tokenizer, config.data.max_split,
-                          config.data.max_target_tokens)
-    eval_batches = held_out_batches(features["held_out"], batches, 32, config.data.eval_samples)
+    decoder = load_decoder(str(t5_folder), keep_encoder=clip, dropout=config.model.decoder_dropout,
+                           vision_encoder=config.model.vision_encoder if clip else None)
+    batches = make_batches(variant, decoder, data["held_out"], None, config.data.max_split,
+                           config.data.max_prefix_tokens, config.data.max_target_tokens)
+    eval_batches = held_out_batches(data["held_out"], batches, 32, config.data.eval_samples)
+    input_size = decoder.vision.hidden_size if clip else eval_batches[0]["features"].shape[-1]
     stage("held-out proxy metrics of an untrained aligner (T5-norm init, as training starts)")
-    before = evaluate(new_aligner(eval_batches[0]["features"].shape[-1], decoder, config.run.seed), decoder,
-                      eval_batches, torch.device("cpu"), show=8)
+    before = evaluate(new_aligner(input_size, decoder, config.run.seed), decoder, eval_batches, torch.device("cpu"),
+                      show=8)
 
     stage(f"python -m train.align: {config.optim.max_steps} steps of batch {config.data.batch_size}")
     from .align import train
@@ -175,8 +193,8 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     stage("done")
     module = aligner.module
     print("\n".join(["", *_table(before, after), "", "untrained aligner, greedy decodes:",
-                     *format_examples(before.examples), "", "trained aligner, greedy decodes:",
-                     *format_examples(after.examples), "",
+                     *format_examples(before.examples, seen=batches.SEEN), "", "trained aligner, greedy decodes:",
+                     *format_examples(after.examples, seen=batches.SEEN), "",
                      f"aligner: {summary['aligner']}  (source {aligner.info.source_model_id}, {module.input_size} -> "
                      f"{module.output_size}; load it with thinkdiff_core.load_aligner or the ComfyUI nodes)",
                      f"total time: {time.perf_counter() - started:.0f} s"]))

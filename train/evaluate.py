@@ -6,6 +6,9 @@ The proxy is the training objective itself, measured on samples the aligner neve
 - exact_match: the greedy decode equals the whole target text;
 plus a few greedy decodes printed next to their targets. Split points come from a fixed seed, so
 two aligners (or two checkpoints of one run) are measured on exactly the same inputs.
+
+LVLM aligners are measured on held-out feature shards; CLIP aligners on a held-out image-caption
+source, with the BLIP-2 vision tower and the T5-encoded caption start, exactly as they trained.
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ import torch
 from transformers import AutoTokenizer
 
 from thinkdiff_core.checkpoint import load_aligner
+from thinkdiff_core.vision import BLIP2_HUB_ID
 
 from . import config as cfg
-from .data import VLM_TOKENIZER_DIR, FeatureSample, decode_feature_sample, expand_shards, read_manifest, tar_samples
-from .decoder import ProxyDecoder, decoder_loss, greedy_decode, inference_mode, load_decoder, new_aligner
-from .recipe import IGNORE_INDEX, LvlmBatches, feature_mask
+from .data import VLM_TOKENIZER_DIR, read_manifest
+from .decoder import (ProxyDecoder, decoder_loss, encoder_states, greedy_decode, inference_mode, load_decoder,
+                      new_aligner)
+from .recipe import IGNORE_INDEX, ClipBatches, LvlmBatches, check_variant
+
+REFERENCE_TARGET_TOKENS = {"lvlm": 128, "clip": 32}
+"""T5 tokens per target in the reference's two recipes (its `max_txt_len` is 32 for CLIP)."""
 
 
 @dataclasses.dataclass
@@ -41,13 +49,14 @@ class ProxyMetrics:
                 f"{prefix}exact_match: {self.exact_match:.4f}", f"{prefix}samples: {self.samples}"]
 
 
-def held_out_batches(spec: str, batches: LvlmBatches, batch_size: int, limit: int, seed: int = 0) -> list[dict]:
+def held_out_batches(spec: str, batches: LvlmBatches | ClipBatches, batch_size: int, limit: int,
+                     seed: int = 0) -> list[dict]:
     """The first `limit` usable held-out samples, split with a fixed seed, in fixed batches."""
     batches = dataclasses.replace(batches, keep_prefix=True)
-    samples: list[FeatureSample] = []
-    for shard in expand_shards(spec, "held-out features"):
-        for raw in tar_samples(shard):
-            sample = decode_feature_sample(raw)
+    samples: list = []
+    for shard in batches.shards(spec, "held-out data"):
+        for raw in batches.read(shard):
+            sample = batches.decode(raw)
             if batches.usable(sample):
                 samples.append(sample)
             if len(samples) >= limit:
@@ -55,7 +64,8 @@ def held_out_batches(spec: str, batches: LvlmBatches, batch_size: int, limit: in
         if len(samples) >= limit:
             break
     if not samples:
-        raise ValueError(f"No usable held-out samples in {spec} (each needs at least 2 generated tokens).")
+        raise ValueError(f"No usable held-out samples in {spec} (LVLM: each needs at least 2 generated tokens; "
+                         f"CLIP: a readable image with a caption).")
     rng = random.Random(f"{seed}:held-out")
     return [batches(samples[i:i + batch_size], rng) for i in range(0, len(samples), batch_size)]
 
@@ -71,14 +81,14 @@ def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list
     aligner.eval()
     with inference_mode(decoder), autocast():
         for batch in eval_batches:
-            features = batch["features"].to(device=device, dtype=next(aligner.parameters()).dtype)
             labels = batch["labels"].to(device)
-            loss, logits = decoder_loss(decoder.model, aligner(features), feature_mask(batch, device), labels)
+            states, mask = encoder_states(aligner, decoder, batch, device)
+            loss, logits = decoder_loss(decoder.model, states, mask, labels)
             real = labels != IGNORE_INDEX
             total_loss += loss.float().item() * real.sum().item()
             correct += ((logits.argmax(-1) == labels) & real).sum().item()
             tokens += real.sum().item()
-            decoded = greedy_decode(aligner, decoder, batch, device, max_new_tokens=labels.shape[1])
+            decoded = greedy_decode(decoder, states, mask, max_new_tokens=labels.shape[1])
             for row, text in enumerate(decoded):
                 target = tokenizer.decode(labels[row][real[row]], skip_special_tokens=True)
                 exact += text.strip() == target.strip()
@@ -89,9 +99,11 @@ def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list
     return ProxyMetrics(total_loss / max(tokens, 1), correct / max(tokens, 1), exact / max(count, 1), count, examples)
 
 
-def format_examples(examples: list[tuple[str, str, str]], width: int = 40) -> list[str]:
-    """One line per example: what the aligner saw, the target continuation, the greedy decode (= if equal)."""
-    lines = [f"  {'aligner saw (tokens [:s])':<{width}} | {'target (text of [s:])':<{width}} | greedy decode"]
+def format_examples(examples: list[tuple[str, str, str]], width: int = 40,
+                    seen: str = LvlmBatches.SEEN) -> list[str]:
+    """One line per example: what the proxy saw (`seen` names it), the target continuation, the greedy decode
+    (= if equal)."""
+    lines = [f"  {seen:<{width}} | {'target (text of [s:])':<{width}} | greedy decode"]
     for seen, target, decoded in examples:
         mark = "=" if target.strip() == decoded.strip() else "x"
         lines.append(f"{mark} {seen[-width:]:<{width}} | {target[:width]:<{width}} | {decoded[:width]}")
@@ -105,43 +117,67 @@ def vlm_tokenizer_for(spec: str, override: str | None):
     return AutoTokenizer.from_pretrained(f"{read_manifest(spec)['folder']}/{VLM_TOKENIZER_DIR}")
 
 
+def make_batches(variant: str, decoder: ProxyDecoder, data: str, vlm_tokenizer: str | None, max_split: int,
+                 max_prefix_tokens: int, max_target_tokens: int) -> LvlmBatches | ClipBatches:
+    """The variant's batch builder (CLIP: `decoder` carries the vision tower whose image processor it uses)."""
+    check_variant(variant)
+    if variant == "clip":
+        return ClipBatches(decoder.tokenizer, decoder.vision.image_processor, max_prefix_tokens, max_target_tokens)
+    return LvlmBatches(vlm_tokenizer_for(data, vlm_tokenizer), decoder.tokenizer, max_split, max_target_tokens)
+
+
 @dataclasses.dataclass
 class EvalConfig:
     """Everything `python -m train.evaluate` reads."""
 
     aligner: str = cfg.option("", "aligner file (.safetensors or official .pth), or 'untrained' for a fresh one")
     decoder: str = cfg.option("google/flan-t5-xxl", "T5 / Flan-T5 folder or Hub id (the proxy the aligner trained with)")
-    data: str = cfg.option("", "held-out feature shards (folder, brace pattern or comma-separated list)")
-    vlm_tokenizer: str | None = cfg.option(None, "tokenizer for the stored token ids; null: the copy beside the features")
-    decoder_dtype: str = cfg.option("auto", "auto (bf16 on CUDA, fp32 elsewhere), bf16, fp16, fp32")
+    data: str = cfg.option("", "held-out data: LVLM feature shards (folder, brace pattern or comma-separated list); "
+                               "CLIP an image-caption source (tar shards, or a folder with captions.jsonl)")
+    variant: str | None = cfg.option(None, "lvlm or clip; null: the aligner file's own (lvlm for 'untrained')")
+    vision_encoder: str = cfg.option(BLIP2_HUB_ID, "CLIP: BLIP-2 folder, converted vision file or Hub id")
+    vlm_tokenizer: str | None = cfg.option(None, "LVLM: tokenizer for the stored token ids; null: the copy beside "
+                                                 "the features")
+    decoder_dtype: str = cfg.option("auto", "auto (bf16 on CUDA, fp32 elsewhere), bf16, fp16, fp32; also the "
+                                            "vision tower's")
     device: str | None = cfg.option(None, "cuda, cpu, ...; null: CUDA when available")
     batch_size: int = cfg.option(32, "samples per forward")
     samples: int = cfg.option(256, "held-out samples measured")
-    max_split: int = cfg.option(128, "largest split point (as in training)")
-    max_target_tokens: int = cfg.option(128, "T5 tokens of each target (as in training)")
+    max_split: int = cfg.option(128, "LVLM: largest split point (as in training)")
+    max_prefix_tokens: int = cfg.option(32, "CLIP: T5 tokens of the caption start (as in training)")
+    max_target_tokens: int | None = cfg.option(None, "T5 tokens of each target; null: the variant's reference "
+                                                     "value (LVLM 128, CLIP 32)")
     seed: int = cfg.option(0, "seed of the held-out split points (and of an 'untrained' aligner)")
     show: int = cfg.option(8, "greedy decodes printed next to their targets")
 
 
-def run(config: EvalConfig) -> ProxyMetrics:
+def run(config: EvalConfig) -> tuple[ProxyMetrics, str]:
+    """The held-out metrics of the configured aligner, and the variant it was measured as."""
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    decoder = load_decoder(config.decoder, dtype=config.decoder_dtype, device=device)
-    batches = LvlmBatches(vlm_tokenizer_for(config.data, config.vlm_tokenizer), decoder.tokenizer, config.max_split,
-                          config.max_target_tokens)
+    loaded = None if config.aligner == "untrained" else load_aligner(config.aligner, dtype=torch.float32)
+    variant = config.variant or (loaded.info.variant if loaded else "lvlm")
+    check_variant(variant)
+    if loaded and loaded.info.variant != variant:
+        raise ValueError(f"{config.aligner} is a ThinkDiff-{loaded.info.variant.upper()} aligner but --variant is "
+                         f"{variant}; leave --variant out to use the aligner's own.")
+    clip = variant == "clip"
+    decoder = load_decoder(config.decoder, keep_encoder=clip, dtype=config.decoder_dtype, device=device,
+                           vision_encoder=config.vision_encoder if clip else None)
+    batches = make_batches(variant, decoder, config.data, config.vlm_tokenizer, config.max_split,
+                           config.max_prefix_tokens, config.max_target_tokens or REFERENCE_TARGET_TOKENS[variant])
     eval_batches = held_out_batches(config.data, batches, config.batch_size, config.samples, config.seed)
-    hidden = eval_batches[0]["features"].shape[-1]
-    if config.aligner == "untrained":
-        aligner = new_aligner(hidden, decoder, config.seed)
-    else:
-        aligner = load_aligner(config.aligner, dtype=torch.float32).module
+    hidden = decoder.vision.hidden_size if clip else eval_batches[0]["features"].shape[-1]
+    aligner = loaded.module if loaded else new_aligner(hidden, decoder, config.seed)
     aligner.to(device)
     if aligner.input_size != hidden or aligner.output_size != decoder.hidden_size:
-        raise ValueError(f"The aligner maps {aligner.input_size} -> {aligner.output_size} but the features have "
-                         f"{hidden} and the decoder reads {decoder.hidden_size}; evaluate it with the VLM features and "
-                         f"the decoder it was trained for.")
+        raise ValueError(f"The aligner maps {aligner.input_size} -> {aligner.output_size} but the "
+                         f"{'vision tokens' if clip else 'features'} have {hidden} and the decoder reads "
+                         f"{decoder.hidden_size}; evaluate it with the {'vision encoder' if clip else 'VLM features'} "
+                         f"and the decoder it was trained for.")
     amp = device.type == "cuda" and decoder.dtype == torch.bfloat16
-    return evaluate(aligner, decoder, eval_batches, device, config.show,
-                    autocast=lambda: torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext())
+    metrics = evaluate(aligner, decoder, eval_batches, device, config.show,
+                       autocast=lambda: torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext())
+    return metrics, batches.SEEN
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> str:
         config = cfg.resolve(EvalConfig, args)
         if not config.aligner or not config.data:
-            raise ValueError("give --aligner (a file or 'untrained') and --data (held-out feature shards).")
-        metrics = run(config)
-        return "\n".join(format_examples(metrics.examples) + metrics.rows())
+            raise ValueError("give --aligner (a file or 'untrained') and --data (held-out feature shards, or for a "
+                             "CLIP aligner held-out images with captions).")
+        metrics, seen = run(config)
+        return "\n".join(format_examples(metrics.examples, seen=seen) + metrics.rows())
 
     return cfg.run_tool(work)
 

@@ -32,7 +32,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 import webdataset as wds
-from PIL import Image
 from tqdm.auto import tqdm
 
 from thinkdiff_core.files import write_atomic
@@ -41,7 +40,8 @@ from thinkdiff_core.tokens import LVLM_RECIPE
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from . import config as cfg
-from .data import FEATURE_FORMAT, MANIFEST, VLM_TOKENIZER_DIR, ImageUnit, encode_feature_sample, image_units
+from .data import (FEATURE_FORMAT, MANIFEST, UNREADABLE, VLM_TOKENIZER_DIR, ImageUnit, encode_feature_sample,
+                   image_units)
 
 BRIEF_INSTRUCTIONS = [
     "Describe the image concisely.",
@@ -64,7 +64,6 @@ BRIEF_INSTRUCTIONS = [
 """The reference's brief instructions for the training-data answers (16, one drawn per image)."""
 
 FEATURE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 @dataclasses.dataclass

@@ -1,4 +1,7 @@
-"""Training fixtures: a tiny T5, synthetic shape images and precomputed features, built once per session."""
+"""Training fixtures: a tiny T5, synthetic shape images and precomputed features, built once per session.
+
+The CLIP variant's tiny BLIP-2 folder and its encoder (`blip2_dir`, `vision_encoder`) come from tests/conftest.py.
+"""
 
 import os
 import socket
@@ -11,9 +14,10 @@ import pytest
 from thinkdiff_core.tiny import CORPUS, write_tiny_t5
 from train import config as cfg
 from train.config import TrainConfig
+from train.decoder import load_decoder
 from train.precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
 from train.precompute import run as precompute
-from train.synthetic import all_captions, shape_samples, write_image_folder
+from train.synthetic import all_captions, shape_samples, write_image_folder, write_webdataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +50,20 @@ def features(tiny_vlm_dirs, shape_folders, tmp_path_factory):
         out[split] = root / split
         precompute(precompute_config(tiny_vlm_dirs("qwen2_vl"), images, out[split]))
     return out
+
+
+@pytest.fixture(scope="session")
+def shape_shards(shape_folders, tmp_path_factory):
+    """The training shapes again as CC-SBU-layout tar shards (3 of 16: .jpg + .txt + .json)."""
+    folder = tmp_path_factory.mktemp("shape_shards")
+    write_webdataset(folder, shape_samples(48, seed=1), per_shard=16)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip_proxy(tiny_t5_dir, blip2_dir):
+    """The CLIP variant's frozen parts: the tiny T5 with its encoder kept, and the tiny BLIP-2 vision tower."""
+    return load_decoder(str(tiny_t5_dir), keep_encoder=True, dtype="fp32", vision_encoder=str(blip2_dir))
 
 
 def train_config(features, t5_dir, output_dir, **sections) -> TrainConfig:
@@ -93,6 +111,19 @@ def make_precompute_config():
 def make_train_config(features, tiny_t5_dir, tmp_path):
     def make(output_dir=None, **sections) -> TrainConfig:
         return train_config(features, tiny_t5_dir, output_dir or tmp_path / "run", **sections)
+
+    return make
+
+
+@pytest.fixture
+def make_clip_config(shape_shards, shape_folders, tiny_t5_dir, blip2_dir, tmp_path):
+    """A fast CPU CLIP configuration: training from tar shards, held-out from a folder with captions.jsonl."""
+
+    def make(output_dir=None, **sections) -> TrainConfig:
+        data = {"train": str(shape_shards), "eval": str(shape_folders["held_out"]), "max_target_tokens": 32}
+        base = train_config({"train": "", "held_out": ""}, tiny_t5_dir, output_dir or tmp_path / "clip-run",
+                            model={"variant": "clip", "vision_encoder": str(blip2_dir)}, data=data)
+        return cfg.merge(base, sections)
 
     return make
 

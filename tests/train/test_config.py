@@ -34,7 +34,13 @@ def test_presets_list_every_option_and_match_the_reference():
     assert (lvlm.optim.weight_decay, lvlm.data.batch_size, lvlm.data.max_split, lvlm.data.max_target_tokens) == \
         (0.05, 32, 128, 128)
     assert lvlm.model.decoder == "google/flan-t5-xxl" and lvlm.model.variant == "lvlm"
-    assert cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-clip")).model.variant == "clip"
+    assert set(leaf_names(cfg.read_preset("thinkdiff-clip"))) == set(leaf_names(cfg.to_dict(TrainConfig())))
+    clip = cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-clip"))  # configs/train_thikdiff_clip.yaml
+    assert clip.model.variant == "clip" and clip.model.vision_encoder == "Salesforce/blip2-flan-t5-xxl"
+    assert (clip.optim.lr, clip.optim.warmup_lr, clip.optim.min_lr, clip.optim.warmup_steps, clip.optim.max_steps) == \
+        (1e-4, 1e-6, 8e-5, 2000, 40 * 5000)
+    assert (clip.optim.weight_decay, clip.optim.max_grad_norm, clip.data.batch_size) == (0.05, None, 42)
+    assert (clip.data.max_prefix_tokens, clip.data.max_target_tokens, clip.run.mixed_precision) == (32, 32, "auto")
 
 
 def test_file_then_flags_override_in_order(tmp_path):
@@ -63,6 +69,6 @@ def test_no_config_prints_the_demo_hint(capsys):
     assert "python -m train.align --demo" in NO_CONFIG_HINT
 
 
-def test_clip_preset_stops_with_a_clear_message(capsys):
-    assert main(["--preset", "thinkdiff-clip", "--data.train", "x"]) == 2
-    assert "thinkdiff_core.vision" in capsys.readouterr().err
+def test_clip_preset_names_missing_data(capsys):
+    assert main(["--preset", "thinkdiff-clip"]) == 2
+    assert "data.train is empty" in capsys.readouterr().err
