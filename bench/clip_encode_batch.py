@@ -1,9 +1,10 @@
 """ThinkDiff-CLIP encoding: 4 images in one forward vs one image per call.
 
 A tiny-width BLIP-2 tower with the real geometry (224 px, patch 14: 257 ViT tokens, 65 recipe tokens per
-image) is written to a temp folder and loaded with `VisionEncoder`. `encode` rows include the
-preprocessing (the same per-image work both ways, so it dilutes the ratio at tiny width); `forward`
-rows time the tower alone on prepared pixels.
+image) is written to a temp folder and loaded with `VisionEncoder`. The inputs are photo-sized
+(`--image-size`, default 1024x768): `encode` rows include their preprocessing, whose bicubic resize
+costs more than a tiny tower's forward (and than the real tower's forward on a GPU); a batch resizes
+its images concurrently. `forward` rows time the tower alone on prepared pixels.
 Run from the repo root: `python bench/clip_encode_batch.py [--width 64 --layers 2 --repeats 9]`.
 """
 
@@ -45,10 +46,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--image-size", type=int, nargs=2, default=(1024, 768), metavar=("WIDTH", "HEIGHT"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(args.images)]
+    width, height = args.image_size
+    images = [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(args.images)]
     with tempfile.TemporaryDirectory() as root:
         folder = write_tiny_blip2(Path(root) / "blip2", vision_width=args.width, vision_layers=args.layers)
         encoder = VisionEncoder.from_pretrained(folder, dtype="fp32", device="cpu")
@@ -61,7 +64,8 @@ def main() -> None:
                                      args.repeats)
         same = torch.allclose(encoder.encode(images).features,
                               torch.cat([encoder.encode([image]).features for image in images], dim=1), atol=1e-4)
-    print(f"tower: width {args.width}, {args.layers} layers, 224 px / patch 14, {encoder.tokens_per_image} tokens per image")
+    print(f"tower: width {args.width}, {args.layers} layers, 224 px / patch 14, {encoder.tokens_per_image} tokens per image; "
+          f"inputs {width}x{height}, torch threads 1")
     for name, figures in (("encode", timings), ("forward", forward)):
         print(f"clip_{name}_batched_{args.images}_images_ms: {figures['batched'] * 1000:.1f}")
         print(f"clip_{name}_one_at_a_time_{args.images}_images_ms: {figures['one_by_one'] * 1000:.1f}")

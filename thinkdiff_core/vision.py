@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -380,8 +381,19 @@ class VisionEncoder:
         return self.model.post_layernorm.weight.dtype
 
     def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """`[N, 3, S, S]` float pixel values (BLIP-2 eval processing) for N images."""
-        return self.image_processor(images=_as_pil_list(images), return_tensors="pt")["pixel_values"]
+        """`[N, 3, S, S]` float pixel values (BLIP-2 eval processing) for N images.
+
+        Images are processed concurrently: the bicubic resize of a photo (PIL, which releases the GIL)
+        costs more than the real tower's forward on a GPU, so a batch should not resize one by one.
+        """
+        pictures = _as_pil_list(images)
+        if len(pictures) == 1:
+            return self._pixel_values(pictures[0])
+        with ThreadPoolExecutor(max_workers=min(len(pictures), os.cpu_count() or 1)) as pool:
+            return torch.cat(list(pool.map(self._pixel_values, pictures)))
+
+    def _pixel_values(self, picture: Image.Image) -> torch.Tensor:
+        return self.image_processor(images=[picture], return_tensors="pt")["pixel_values"]
 
     @torch.no_grad()
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
