@@ -26,10 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=64, help="tiny T5 width (a wider one makes each step cost more)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp())
-    world = tiny_world(root, images=512)
+    world = tiny_world(root, images=512, d_model=args.d_model)
     results = {}
     for workers in (2, 0):
         config = cfg.from_dict(TrainConfig, {
@@ -41,7 +42,7 @@ def main() -> None:
                     "save_every": 0, "mixed_precision": "no"},
         })
         results[workers] = train(config)
-    print(f"setup: tiny Flan-T5 d_model 64, batch {args.batch_size}, {args.steps} steps, CPU ({torch.get_num_threads()} "
+    print(f"setup: tiny Flan-T5 d_model {args.d_model}, batch {args.batch_size}, {args.steps} steps, CPU ({torch.get_num_threads()} "
           f"torch thread; the workers share this machine's cores)")
     for workers, summary in results.items():
         print(f"data_wait_fraction_{workers}_workers: {summary['data_wait_fraction']:.3f}")
