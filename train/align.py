@@ -29,7 +29,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -307,10 +306,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         accelerator.log(last_metrics, step=step)
     save(step, consumed)
     unwrapped = accelerator.unwrap_model(aligner)
-    checksums = gather_object([weights_crc32(unwrapped)])
+    # Ranks compare weights through their files, not a collective: an object all-gather leaves gloo work
+    # holding Python tensors, whose release at exit can deadlock with the DDP reducer's teardown.
     (output / "ranks").mkdir(parents=True, exist_ok=True)
     (output / "ranks" / f"rank-{rank}.json").write_text(json.dumps(
-        {"rank": rank, "weights_crc32": checksums[rank], "samples": samples, "keys": keys}))
+        {"rank": rank, "weights_crc32": weights_crc32(unwrapped), "samples": samples, "keys": keys}))
+    accelerator.wait_for_everyone()
+    checksums = [json.loads((output / "ranks" / f"rank-{r}.json").read_text())["weights_crc32"] for r in range(world)]
     summary = {"steps": step, "steps_this_run": step - start_step, "seconds": elapsed,
                "samples_per_s": samples * world / max(elapsed, 1e-9),
                "target_tokens_per_s": label_tokens * world / max(elapsed, 1e-9),
