@@ -21,7 +21,7 @@ from ..thinkdiff_core import (
     merge_conditioning,
     parse_words,
 )
-from ..thinkdiff_core.images import tensor_to_pil
+from ..thinkdiff_core.images import as_pil_list
 from ..thinkdiff_core.vision import VisionEncoder
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -52,8 +52,7 @@ def reason(vlm: VisionLanguageModel, images: Mapping[str, torch.Tensor | None], 
            custom_instruction: str, settings: GenerationSettings,
            on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
     """The Reason node: pictures from the connected slots, the preset's prompt, one generation."""
-    pictures = [picture for batch in ordered_images(images) for picture in tensor_to_pil(batch)]
-    prompt = build_prompt(preset, pictures, parse_words(words), custom_instruction)
+    prompt = build_prompt(preset, as_pil_list(ordered_images(images)), parse_words(words), custom_instruction)
     return vlm.generate([prompt], settings, on_token=on_token)
 
 

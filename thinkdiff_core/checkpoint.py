@@ -253,9 +253,6 @@ def _load_official(path: Path, device: torch.device | str, dtype: torch.dtype | 
 
 def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite: bool = False) -> Path:
     """Write our `.safetensors` format atomically (temp file, then rename); never overwrite unasked."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise ValueError(f"Aligners are saved as .safetensors; got {path.name}.")
     module, info = aligner.module, aligner.info
     metadata = {
         "format": FORMAT_NAME,

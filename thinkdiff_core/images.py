@@ -7,14 +7,20 @@ atomically for the scripts.
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .files import write_atomic
+
+ImageInput = Union[Image.Image, torch.Tensor, str, os.PathLike]
+"""What the library accepts as an image: a PIL image, a ComfyUI IMAGE tensor, or a file path."""
 
 BACKGROUND = (255, 255, 255)
 """Transparent pixels are composited on white, as an image viewer shows them."""
@@ -39,14 +45,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as RGB, with a message that names the file when it cannot be read."""
+def open_image(source: str | os.PathLike[str] | bytes) -> Image.Image:
+    """Open an image file (or its bytes, e.g. a tar member) as RGB; a file that cannot be read gets a
+    ValueError naming it."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()
             return to_rgb(image)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read image {os.fspath(path)!r}: {error}. Use a PNG, JPEG or WebP file.") from error
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        name = "image data" if isinstance(source, bytes) else repr(os.fspath(source))
+        raise ValueError(f"Cannot read image {name}: {error}. Use a PNG, JPEG or WebP file.") from error
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -60,7 +68,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [to_rgb(Image.fromarray(p.squeeze(-1) if p.shape[-1] == 1 else p, mode=modes[p.shape[-1]])) for p in pixels]
 
 
-def as_pil(image: Image.Image | torch.Tensor | str | os.PathLike[str]) -> Image.Image:
+def as_pil(image: ImageInput) -> Image.Image:
     """One image from a path, a PIL image or a single-image tensor, as RGB."""
     if isinstance(image, Image.Image):
         return to_rgb(image)
@@ -70,6 +78,13 @@ def as_pil(image: Image.Image | torch.Tensor | str | os.PathLike[str]) -> Image.
             raise ValueError(f"Expected one image, got a batch of {len(converted)}; pass the images one by one.")
         return converted[0]
     return open_image(image)
+
+
+def as_pil_list(images: Sequence[ImageInput]) -> list[Image.Image]:
+    """Paths, PIL images and ComfyUI IMAGE tensors -> RGB PIL images in order (a batch tensor counts as
+    its images)."""
+    return [picture for item in images
+            for picture in (tensor_to_pil(item) if isinstance(item, torch.Tensor) else [as_pil(item)])]
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str], overwrite: bool = False) -> Path:

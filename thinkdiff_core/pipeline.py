@@ -46,7 +46,7 @@ from .variants import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_T5_LENGTH, ReasoningSource, ThinkDiffRequest, VisionSource, check_parts,
 )
 from .vision import VisionEncoder
-from .vlm import DTYPES, HUB_ID, GenerationSettings, VisionLanguageModel, resolve_dtype
+from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, compute_device, resolve_dtype
 
 __all__ = [
     "FLUX_DEV_ID", "OFFICIAL_CLIP_ALIGNER", "OFFICIAL_LVLM_ALIGNER", "OFFLOAD_MODES", "QWEN2_VL_ID",
@@ -220,21 +220,20 @@ class ThinkDiffPipeline:
         """
         from diffusers import FluxPipeline
 
-        target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        target = compute_device(device)
         _check_offload(offload, target)
         torch_dtype = resolve_dtype(dtype, target)
         flux_source = resolve_flux_folder(flux)
         loaded_aligner = aligner if isinstance(aligner, LoadedAligner) else load_aligner(resolve_aligner_file(aligner))
         check_parts(loaded_aligner, vlm, vision_encoder)
-        dtype_name = {value: name for name, value in DTYPES.items()}[torch_dtype]
         if loaded_aligner.info.variant == "clip":
             encoder = vision_encoder if isinstance(vision_encoder, VisionEncoder) else VisionEncoder.from_pretrained(
-                vision_encoder, dtype=dtype_name)
+                vision_encoder, dtype=torch_dtype)
             source: FeatureSource = VisionSource(encoder, max_sequence_length)
         else:
             vlm = vlm if vlm is not None else QWEN2_VL_ID
             source = ReasoningSource(vlm if isinstance(vlm, VisionLanguageModel) else VisionLanguageModel.from_pretrained(
-                vlm, dtype=dtype_name, trust_remote_code=trust_remote_code))
+                vlm, dtype=torch_dtype, trust_remote_code=trust_remote_code))
         without_t5 = {} if source.needs_t5 else {"text_encoder_2": None, "tokenizer_2": None}
         flux_pipeline = FluxPipeline.from_pretrained(flux_source, **without_t5, **_diffusers_dtype_kwarg(torch_dtype))
         pipeline = cls(flux_pipeline, loaded_aligner, source)

@@ -23,10 +23,10 @@ import torch
 
 from .checkpoint import LoadedAligner
 from .conditioning import Conditioning
-from .images import as_pil
+from .images import ImageInput, as_pil_list
 from .prompts import build_prompt
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
-from .vision import BLIP2_HUB_ID, ImageInput, VisionEncoder
+from .vision import BLIP2_HUB_ID, VisionEncoder
 from .vlm import GenerationSettings, VisionLanguageModel
 
 REFERENCE_SIZE = 512
@@ -104,7 +104,7 @@ class ReasoningSource:
     def tokens(self, requests: Sequence[ThinkDiffRequest], settings: GenerationSettings,
                on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
         """The VLM's generated-token features for every request, in one batch."""
-        prompts = [build_prompt(r.preset, [as_pil(image) for image in r.images], list(r.words), r.instruction)
+        prompts = [build_prompt(r.preset, as_pil_list(r.images), list(r.words), r.instruction)
                    for r in requests]
         return self.vlm.generate(prompts, settings, on_token=on_token)
 

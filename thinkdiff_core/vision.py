@@ -38,9 +38,9 @@ from transformers import Blip2Config, Blip2VisionConfig, Blip2VisionModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .checkpoint import safetensors_format, write_safetensors_atomic
-from .images import as_pil, tensor_to_pil
+from .images import ImageInput, as_pil_list
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
-from .vlm import HUB_ID, _model_id_of, resolve_dtype
+from .vlm import HUB_ID, _model_id_of, compute_device, resolve_dtype
 
 BLIP2_HUB_ID = "Salesforce/blip2-flan-t5-xxl"
 """The BLIP-2 whose vision tower ThinkDiff-CLIP was trained on."""
@@ -327,17 +327,6 @@ def build_vision_model(weights: VisionWeights) -> Blip2VisionModel:
     return model.eval().requires_grad_(False)
 
 
-ImageInput = Image.Image | torch.Tensor | str | os.PathLike[str]
-
-
-def _as_pil_list(images: Sequence[ImageInput]) -> list[Image.Image]:
-    """PIL images, paths and ComfyUI IMAGE tensors (a batch counts as its images, in order) -> RGB PIL images."""
-    pil = [im for item in images for im in (tensor_to_pil(item) if isinstance(item, torch.Tensor) else [as_pil(item)])]
-    if not pil:
-        raise ValueError("No images to encode: connect at least one image.")
-    return pil
-
-
 class VisionEncoder:
     """BLIP-2's vision tower and image processor: images -> ThinkDiff-CLIP tokens (`CLIP_RECIPE`)."""
 
@@ -349,14 +338,14 @@ class VisionEncoder:
         self.downsample_factor = downsample_factor
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], dtype: str = "auto",
+    def from_pretrained(cls, path: str | os.PathLike[str], dtype: str | torch.dtype = "auto",
                         device: torch.device | str | None = None) -> "VisionEncoder":
         """Load from a BLIP-2 folder, a converted vision file, or a BLIP-2 Hub id (e.g. `Salesforce/blip2-flan-t5-xxl`;
         only the vision files are downloaded). Stays on the CPU unless `device` is given.
 
         `dtype` "auto" is bf16 on CUDA (what the reference ran), fp16 on MPS, fp32 on CPU.
         """
-        target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        target = compute_device(device)
         local = Path(path).expanduser()
         hub_id = str(path) if not local.exists() and HUB_ID.match(str(path)) else None
         weights = read_vision_weights(download_vision_files(hub_id) if hub_id else local, device=device,
@@ -386,7 +375,9 @@ class VisionEncoder:
         Images are processed concurrently: the bicubic resize of a photo (PIL, which releases the GIL)
         costs more than the real tower's forward on a GPU, so a batch should not resize one by one.
         """
-        pictures = _as_pil_list(images)
+        pictures = as_pil_list(images)
+        if not pictures:
+            raise ValueError("No images to encode: connect at least one image.")
         if len(pictures) == 1:
             return self._pixel_values(pictures[0])
         with ThreadPoolExecutor(max_workers=min(len(pictures), os.cpu_count() or 1)) as pool:

@@ -72,6 +72,20 @@ def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def compute_device(device: torch.device | str | None = None) -> torch.device:
+    """Where a model loaded now will run: the given device, else CUDA when there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: bool = False):
+    """The folder's image processor on its PIL backend, so torchvision is not needed (transformers 5:
+    `backend="pil"`; 4.x: the slow processor, which is the PIL one)."""
+    backend = {"backend": "pil"} if TRANSFORMERS_MAJOR >= 5 else {"use_fast": False}
+    return AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, **backend)
+
+
 def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
     """A local model folder, or a Hub id downloaded (or found in the cache) to one."""
     path = Path(name_or_path).expanduser()
@@ -175,7 +189,7 @@ class VisionLanguageModel:
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
-        target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        target = compute_device(device)
         model = AutoModelForImageTextToText.from_pretrained(
             folder, dtype=resolve_dtype(dtype, target), attn_implementation="sdpa", trust_remote_code=trust_remote_code,
         )
@@ -183,8 +197,7 @@ class VisionLanguageModel:
         if device is not None:
             model.to(target)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        backend = {"backend": "pil"} if TRANSFORMERS_MAJOR >= 5 else {"use_fast": False}
-        image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, **backend)
+        image_processor = load_pil_image_processor(folder, trust_remote_code)
         model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
         return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id)
 

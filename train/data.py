@@ -17,7 +17,6 @@ and drops the first N, so the data order after `--resume` is the order an unbrok
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import json
 import random
@@ -35,7 +34,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch.utils.data import IterableDataset, get_worker_info
 
-from thinkdiff_core.images import to_rgb
+from thinkdiff_core.images import open_image
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CAPTION_FILES = ("captions.jsonl", "metadata.jsonl")
@@ -104,12 +103,6 @@ class ImageUnit:
     errors: list[str] = field(default_factory=list)  # unreadable tar members, filled while reading
 
 
-def _open(data: bytes | str) -> Image.Image:
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
-        image.load()
-        return to_rgb(image)
-
-
 def _caption_of(sample: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     meta: dict[str, Any] = {}
     if "json" in sample:
@@ -135,7 +128,7 @@ def _tar_records(shard: str, errors: list[str]) -> Iterator[ImageRecord]:
             continue
         caption, meta = _caption_of(sample)
         data = sample[extension]
-        yield ImageRecord(sample["__key__"], lambda data=data: _open(data), caption, meta)
+        yield ImageRecord(sample["__key__"], lambda data=data: open_image(data), caption, meta)
 
 
 def _folder_entries(folder: Path) -> list[tuple[Path, str | None]]:
@@ -164,7 +157,7 @@ def _folder_entries(folder: Path) -> list[tuple[Path, str | None]]:
 
 def _folder_records(root: Path, chunk: list[tuple[Path, str | None]]) -> Iterator[ImageRecord]:
     for file, caption in chunk:
-        yield ImageRecord(str(file.relative_to(root)), lambda file=file: _open(str(file)), caption)
+        yield ImageRecord(str(file.relative_to(root)), lambda file=file: open_image(file), caption)
 
 
 def image_units(spec: str, folder_chunk: int = 1000, what: str = "images") -> list[ImageUnit]:

@@ -49,7 +49,6 @@ class ProxyDecoder:
         return self.model.lm_head.weight.dtype
 
 
-
 def load_decoder(name_or_path: str, keep_encoder: bool = False, dtype: str = "auto",
                  device: torch.device | str = "cpu", dropout: float | None = None,
                  vision_encoder: str | None = None) -> ProxyDecoder:

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer
 
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.vision import BLIP2_HUB_ID
+from thinkdiff_core.vlm import compute_device
 
 from . import config as cfg
 from .data import VLM_TOKENIZER_DIR, read_manifest
@@ -153,7 +154,7 @@ class EvalConfig:
 
 def run(config: EvalConfig) -> tuple[ProxyMetrics, str]:
     """The held-out metrics of the configured aligner, and the variant it was measured as."""
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = compute_device(config.device)
     loaded = None if config.aligner == "untrained" else load_aligner(config.aligner, dtype=torch.float32)
     variant = config.variant or (loaded.info.variant if loaded else "lvlm")
     check_variant(variant)

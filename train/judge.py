@@ -27,7 +27,8 @@ from PIL import Image
 
 from thinkdiff_core.images import open_image
 from thinkdiff_core.prompts import Prompt
-from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel, resolve_dtype
+from thinkdiff_core.vlm import (GenerationSettings, VisionLanguageModel, compute_device, load_pil_image_processor,
+                                resolve_dtype, resolve_model_folder)
 
 from .cobsat_data import ITEMS, Case, word
 
@@ -142,16 +143,13 @@ class LlavaJudge:
     def from_pretrained(cls, name_or_path: str = LLAVA_JUDGE_ID, name: str = "llava", dtype: str = "auto",
                         device: str | None = None, max_new_tokens: int = JUDGE_MAX_NEW_TOKENS) -> "LlavaJudge":
         """Load a llava-hf style folder or Hub id. The image processor is the PIL one (no torchvision needed)."""
-        from transformers import AutoImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
-
-        from thinkdiff_core.vlm import TRANSFORMERS_MAJOR, resolve_model_folder
+        from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
         folder = resolve_model_folder(name_or_path)
-        target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        target = compute_device(device)
         model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=resolve_dtype(dtype, target))
         model.to(target).eval().requires_grad_(False)
-        backend = {"backend": "pil"} if TRANSFORMERS_MAJOR >= 5 else {"use_fast": False}
-        processor = LlavaProcessor.from_pretrained(folder, image_processor=AutoImageProcessor.from_pretrained(folder, **backend))
+        processor = LlavaProcessor.from_pretrained(folder, image_processor=load_pil_image_processor(folder))
         return cls(model, processor, name, max_new_tokens)
 
     def answer(self, images: list[Image.Image], questions: list[str]) -> list[str]:
