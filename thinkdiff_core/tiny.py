@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
@@ -46,8 +47,8 @@ CORPUS = [
     "Describe the image concisely. Generate a prompt that can recreate the image in a 2D diffusion model.",
 ] + [f"a {c} {s} on a plain background" for c in COLOURS for s in SHAPES]
 
-VISION_MEAN = [0.48145466, 0.4578275, 0.40821073]
-VISION_STD = [0.26862954, 0.26130258, 0.27577711]
+VISION_MEAN, VISION_STD = list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
+"""Qwen-VL's and BLIP-2's image normalisation (CLIP's)."""
 
 
 def train_bpe(corpus: list[str], special_tokens: list[str], vocab_size: int = 400) -> Tokenizer:
@@ -350,12 +351,6 @@ def write_tiny_aligner(path: str | os.PathLike[str], source_model_id: str, input
     return save_aligner(path, LoadedAligner(module, info))
 
 
-def write_tiny_lvlm_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
-                            output_size: int = TINY_FLUX_JOINT_DIM, seed: int = 0) -> Path:
-    """A random LVLM aligner `input_size -> output_size` saved in our format, for the tiny VLM and FLUX."""
-    return write_tiny_aligner(path, source_model_id, input_size, output_size, seed=seed)
-
-
 def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
     """Everything the scripting pipeline loads, tiny: `{"vlm": folder, "flux": folder, "aligner": file}`.
 
@@ -364,7 +359,7 @@ def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[st
     root = Path(root)
     vlm = write_tiny_qwen_vl(root / "vlm", "qwen2_vl", seed=seed)
     flux = write_tiny_flux(root / "flux", seed=seed)
-    aligner = write_tiny_lvlm_aligner(root / "aligner.safetensors", source_model_id=vlm.name, seed=seed)
+    aligner = write_tiny_aligner(root / "aligner.safetensors", source_model_id=vlm.name, seed=seed)
     return {"vlm": vlm, "flux": flux, "aligner": aligner}
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from thinkdiff_core.pipeline import ThinkDiffPipeline
 from thinkdiff_core.tiny import (
-    TINY_BLIP2_VISION_WIDTH, write_tiny_aligner, write_tiny_flux, write_tiny_lvlm_aligner,
+    TINY_BLIP2_VISION_WIDTH, write_tiny_aligner, write_tiny_flux,
 )
 from thinkdiff_core.tokens import CLIP_RECIPE
 
@@ -17,7 +17,7 @@ def tiny_flux_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_aligner_path(tmp_path_factory, tiny_vlm):
-    return write_tiny_lvlm_aligner(tmp_path_factory.mktemp("aligner") / "thinkdiff_lvlm_tiny.safetensors",
+    return write_tiny_aligner(tmp_path_factory.mktemp("aligner") / "thinkdiff_lvlm_tiny.safetensors",
                                    source_model_id=tiny_vlm.model_id, input_size=tiny_vlm.hidden_size)
 
 

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderM
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.conditioning import merge_conditioning
 from thinkdiff_core.pipeline import ThinkDiffPipeline, ThinkDiffRequest, resolve_aligner_file, resolve_flux_folder
-from thinkdiff_core.tiny import write_tiny_lvlm_aligner
+from thinkdiff_core.tiny import write_tiny_aligner
 from thinkdiff_core.vlm import GenerationSettings
 
 SHORT = GenerationSettings(seed=3, max_new_tokens=8, min_new_tokens=8)
@@ -109,13 +109,13 @@ def test_offloading_needs_an_accelerator(tiny_pipeline, tiny_flux_dir, tiny_alig
 
 
 def test_aligner_for_another_vlm_is_refused_at_load(tiny_flux_dir, tiny_vlm, tmp_path):
-    wrong = write_tiny_lvlm_aligner(tmp_path / "wide.safetensors", "some/vlm", input_size=96)
+    wrong = write_tiny_aligner(tmp_path / "wide.safetensors", "some/vlm", input_size=96)
     with pytest.raises(ValueError, match="hidden size 64 but the aligner expects 96"):
         ThinkDiffPipeline.from_pretrained(tiny_flux_dir, wrong, tiny_vlm, dtype="fp32", device="cpu")
 
 
 def test_aligner_for_another_flux_width_is_refused_at_load(tiny_flux_dir, tiny_vlm, tmp_path):
-    wrong = write_tiny_lvlm_aligner(tmp_path / "narrow.safetensors", "some/vlm", output_size=48)
+    wrong = write_tiny_aligner(tmp_path / "narrow.safetensors", "some/vlm", output_size=48)
     with pytest.raises(ValueError, match="width 64 but the aligner writes 48"):
         ThinkDiffPipeline.from_pretrained(tiny_flux_dir, wrong, tiny_vlm, dtype="fp32", device="cpu")
 
