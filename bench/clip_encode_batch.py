@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from thinkdiff_core.tiny import write_tiny_blip2  # noqa: E402
+from thinkdiff_core.testing.tiny import write_tiny_blip2  # noqa: E402
 from thinkdiff_core.vision import VisionEncoder  # noqa: E402
 
 

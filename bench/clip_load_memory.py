@@ -89,7 +89,7 @@ def main() -> None:
 
     from safetensors import safe_open
 
-    from thinkdiff_core.tiny import write_tiny_blip2
+    from thinkdiff_core.testing.tiny import write_tiny_blip2
     from thinkdiff_core.vision import convert_blip2_vision
 
     with tempfile.TemporaryDirectory() as root:

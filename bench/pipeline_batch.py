@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thinkdiff_core.pipeline import ThinkDiffPipeline  # noqa: E402
-from thinkdiff_core.tiny import write_tiny_thinkdiff  # noqa: E402
+from thinkdiff_core.testing.tiny import write_tiny_thinkdiff  # noqa: E402
 from thinkdiff_core.vlm import GenerationSettings  # noqa: E402
-from train.cobsat import request_for  # noqa: E402
-from train.cobsat_data import build_cases, write_synthetic_dataset  # noqa: E402
+from train.cobsat.harness import request_for  # noqa: E402
+from train.cobsat.tasks import build_cases, write_synthetic_dataset  # noqa: E402
 
 
 def best_times(runs: dict, repeats: int) -> dict[str, float]:

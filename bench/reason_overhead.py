@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
     _, comfyui = load_pack(args.comfyui_dir)
     core = module("thinkdiff_core")
-    folder = module("thinkdiff_core.tiny").write_tiny_qwen_vl(Path(tempfile.mkdtemp(prefix="reason-bench-")) / "qwen2_vl")
+    folder = module("thinkdiff_core.testing.tiny").write_tiny_qwen_vl(Path(tempfile.mkdtemp(prefix="reason-bench-")) / "qwen2_vl")
     vlm = core.VisionLanguageModel.from_pretrained(folder, dtype="fp32", device="cpu")
     settings = core.GenerationSettings(seed=0, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     images = {f"image{i}": torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(i)) for i in range(2)}

@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thinkdiff_core.prompts import cobsat_prompt  # noqa: E402
-from thinkdiff_core.tiny import write_tiny_qwen_vl  # noqa: E402
+from thinkdiff_core.testing.tiny import write_tiny_qwen_vl  # noqa: E402
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel  # noqa: E402
 
 

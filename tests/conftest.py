@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
 from thinkdiff_core.vision import VisionEncoder
 from thinkdiff_core.vlm import VisionLanguageModel
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from thinkdiff_core.prompts import Prompt
-from thinkdiff_core.tiny import CORPUS, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
+from thinkdiff_core.testing.tiny import CORPUS, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
 from thinkdiff_core.vlm import VisionLanguageModel
 
 from . import config as cfg

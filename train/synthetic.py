@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from thinkdiff_core.tiny import COLOURS, SHAPES
+from thinkdiff_core.testing.tiny import COLOURS, SHAPES
 
 BACKGROUND = (128, 128, 128)
 RGB = {

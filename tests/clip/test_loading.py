@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import thinkdiff_core.vision as vision
-from thinkdiff_core.tiny import write_tiny_t5
+from thinkdiff_core.testing.tiny import write_tiny_t5
 from thinkdiff_core.vision import VisionEncoder, read_vision_weights
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train.cobsat_data import PROMPT_LIST, write_synthetic_dataset
+from train.cobsat.tasks import PROMPT_LIST, write_synthetic_dataset
 
 ENTRY_0 = {"x_list": [8, 7, 5, 9, 2, 3, 6, 1, 4, 0], "theta_list": [7, 6, 3, 4, 1, 0, 2, 5, 9, 8]}
 """The benchmark's first prompt-list entry (load_datasets/prompts_list_default.json)."""

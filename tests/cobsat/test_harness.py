@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train import cobsat
+from train.cobsat import harness as cobsat
 
 SMALL = ["--tiny", "--shots", "2", "--tasks", "1", "4", "--num-prompts", "2", "--batch-size", "2",
          "--max-new-tokens", "6", "--judge-max-new-tokens", "4"]

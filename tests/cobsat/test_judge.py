@@ -3,9 +3,9 @@
 import pytest
 
 from thinkdiff_core.images import open_image
-from thinkdiff_core.tiny import write_tiny_llava
-from train.cobsat_data import TASKS, build_case
-from train.judge import MISSING, NO_ANSWER, LlavaJudge, QwenJudge, grade, judge_images, parse_choice, questions
+from thinkdiff_core.testing.tiny import write_tiny_llava
+from train.cobsat.tasks import TASKS, build_case
+from train.cobsat.judge import MISSING, NO_ANSWER, LlavaJudge, QwenJudge, grade, judge_images, parse_choice, questions
 
 from .conftest import ENTRY_0
 

@@ -1,6 +1,6 @@
 """Prompt construction matches the CoBSAT benchmark's definition, for every task and shot count.
 
-Expected values are worked out by hand from the benchmark's rules (see train/cobsat_data.py) for the
+Expected values are worked out by hand from the benchmark's rules (see train/cobsat/tasks.py) for the
 benchmark's first prompt-list entry: x_list [8,7,5,9,2,3,6,1,4,0], theta_list [7,6,3,4,1,0,2,5,9,8].
 """
 
@@ -9,8 +9,8 @@ import json
 import pytest
 
 from thinkdiff_core.prompts import build_prompt
-from train.cobsat import request_for
-from train.cobsat_data import PROMPT_LIST, TASKS, build_case, build_cases, load_prompt_list
+from train.cobsat.harness import request_for
+from train.cobsat.tasks import PROMPT_LIST, TASKS, build_case, build_cases, load_prompt_list
 
 from .conftest import ENTRY_0
 

@@ -202,7 +202,7 @@ def test_saved_metadata_describes_the_aligner(tmp_path):
 def test_norm_initialised_from_a_t5_encoder(tmp_path):
     from transformers import T5ForConditionalGeneration
 
-    from thinkdiff_core.tiny import write_tiny_t5
+    from thinkdiff_core.testing.tiny import write_tiny_t5
 
     t5 = T5ForConditionalGeneration.from_pretrained(write_tiny_t5(tmp_path / "t5"))
     with torch.no_grad():

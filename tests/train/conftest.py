@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from thinkdiff_core.tiny import CORPUS, write_tiny_t5
+from thinkdiff_core.testing.tiny import CORPUS, write_tiny_t5
 from train import config as cfg
 from train.config import TrainConfig
 from train.decoder import load_decoder

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from thinkdiff_core.checkpoint import is_aligner_file, load_aligner
-from thinkdiff_core.tiny import TINY_BLIP2_VISION_WIDTH
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
 from thinkdiff_core.tokens import CLIP_RECIPE
 from thinkdiff_core.variants import check_parts
 from train.align import train, train_step

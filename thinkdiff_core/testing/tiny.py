@@ -341,9 +341,9 @@ def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = T
 def write_tiny_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
                        output_size: int = TINY_FLUX_JOINT_DIM, token_recipe: str | None = None, seed: int = 0) -> Path:
     """A random aligner `input_size -> output_size` for `token_recipe` (default the LVLM recipe), saved in our format."""
-    from .aligner import Aligner
-    from .checkpoint import AlignerInfo, LoadedAligner, save_aligner
-    from .tokens import LVLM_RECIPE
+    from ..aligner import Aligner
+    from ..checkpoint import AlignerInfo, LoadedAligner, save_aligner
+    from ..tokens import LVLM_RECIPE
 
     torch.manual_seed(seed)
     module = Aligner(input_size, output_size)
@@ -420,7 +420,7 @@ def write_tiny_thinkdiff_clip(root: str | os.PathLike[str], seed: int = 0) -> di
     The BLIP-2 folder has the real 224px / patch-14 geometry (65 tokens per image, 32 wide); the aligner
     maps them to the tiny FLUX's 64-wide T5 space, where the tiny FLUX's own T5 encodes the prompt.
     """
-    from .tokens import CLIP_RECIPE
+    from ..tokens import CLIP_RECIPE
 
     root = Path(root)
     blip2 = write_tiny_blip2(root / "blip2", seed=seed, vision_width=TINY_BLIP2_VISION_WIDTH)
@@ -449,7 +449,7 @@ def write_official_aligner(path: str | os.PathLike[str], input_size: int, output
     The config names the variant as the real `thinkdiff_lvlm.pth` / `thinkdiff_clip.pth` do, so a stand-in
     whose input width is a tiny model's (not 3584 or 1408) still loads as that variant.
     """
-    from .aligner import Aligner
+    from ..aligner import Aligner
 
     torch.manual_seed(seed)
     state = {f"mm_projector.{k}": v for k, v in Aligner(input_size, output_size).state_dict().items()}

@@ -43,7 +43,7 @@ from thinkdiff_core.pipeline import (
 )
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
-from .cobsat_data import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
+from .tasks import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
 from .judge import LLAVA_JUDGE_ID, QWEN_JUDGE_ID, Judge, Judgement, LlavaJudge, QwenJudge, judge_images
 
 STAGES = ("generate", "judge", "report")
@@ -340,7 +340,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     def tiny_models() -> dict[str, Path] | None:
         """Written on first use only: a run with nothing left to do loads no model at all."""
         if args.tiny and not tiny_paths:
-            from thinkdiff_core.tiny import write_tiny_thinkdiff
+            from thinkdiff_core.testing.tiny import write_tiny_thinkdiff
 
             tiny_paths.update(write_tiny_thinkdiff(workdir))
         return tiny_paths or None

@@ -30,7 +30,7 @@ from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.vlm import (GenerationSettings, VisionLanguageModel, compute_device, load_pil_image_processor,
                                 resolve_dtype, resolve_model_folder)
 
-from .cobsat_data import ITEMS, Case, word
+from .tasks import ITEMS, Case, word
 
 LLAVA_JUDGE_ID = "llava-hf/llava-1.5-13b-hf"
 QWEN_JUDGE_ID = "Qwen/Qwen2-VL-7B-Instruct"
