@@ -24,6 +24,7 @@ import torch
 import transformers
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
+from .files import check_safetensors_files, read_json_object
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
 
@@ -104,7 +105,7 @@ def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def _check_model_type(folder: Path, trust_remote_code: bool) -> str:
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")
     model_type = config.get("model_type", "")
     if model_type not in SUPPORTED_MODEL_TYPES and not trust_remote_code:
         raise ValueError(
@@ -189,6 +190,7 @@ class VisionLanguageModel:
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
+        check_safetensors_files(folder)
         target = compute_device(device)
         model = AutoModelForImageTextToText.from_pretrained(
             folder, dtype=resolve_dtype(dtype, target), attn_implementation="sdpa", trust_remote_code=trust_remote_code,
@@ -296,6 +298,6 @@ class VisionLanguageModel:
 
 def _model_id_of(folder: Path) -> str:
     """A readable id for a local folder: its `_name_or_path` if it names a Hub repo, else the folder name."""
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")
     name = str(config.get("_name_or_path", ""))
     return name if HUB_ID.match(name) else folder.name
