@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,10 +167,32 @@ def safetensors_format(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def _names_aligner_tensors(path: Path) -> bool:
+    """Whether a torch checkpoint's pickle names the aligner's tensors, read as bytes and never unpickled.
+
+    Pickles store dict keys as plain strings, so an official aligner's `mm_projector.0.weight` shows in the
+    archive's `data.pkl` (a few kB); a training `trainer.pt` (optimizer state) or another model's weights do not.
+    """
+    key = f"{KEY_PREFIX}0.weight".encode()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                return any(key in archive.read(name) for name in pickles)
+        with path.open("rb") as handle:  # the legacy torch.save format: the pickle comes first
+            return key in handle.read(1 << 20)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def is_aligner_file(path: str | os.PathLike[str]) -> bool:
-    """Whether `load_aligner` takes this file by its kind: an official `.pth`-style file or our `.safetensors`."""
-    suffix = Path(path).suffix.lower()
-    return suffix in OFFICIAL_SUFFIXES or (suffix in SAFETENSORS_SUFFIXES and safetensors_format(path) == FORMAT_NAME)
+    """Whether this file looks like an aligner `load_aligner` takes: an official `.pth`-style checkpoint whose
+    pickle names the aligner's tensors, or our `.safetensors` (by its metadata). Reads only headers."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in OFFICIAL_SUFFIXES:
+        return _names_aligner_tensors(path)
+    return suffix in SAFETENSORS_SUFFIXES and safetensors_format(path) == FORMAT_NAME
 
 
 def load_aligner(path: str | os.PathLike[str], device: torch.device | str = "cpu",

@@ -168,3 +168,18 @@ def test_written_aligner_gets_the_umask_mode(tmp_path, overwrite_existing):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads(json.dumps(load_aligner(path).info.provenance)) == {}
+
+
+def test_only_checkpoints_that_hold_an_aligner_count_as_aligner_files(tmp_path):
+    from thinkdiff_core.checkpoint import is_aligner_file
+
+    official = tmp_path / "thinkdiff_lvlm.pth"
+    torch.save({"model": aligner_tensors(), "epoch": 3}, official)
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model": aligner_tensors()}, legacy, _use_new_zipfile_serialization=False)
+    trainer = tmp_path / "trainer.pt"  # what train.align writes beside each checkpoint
+    torch.save({"step": 10, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": []}}, trainer)
+    other = tmp_path / "pytorch_model.bin"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, other)
+    assert is_aligner_file(official) and is_aligner_file(legacy)
+    assert not is_aligner_file(trainer) and not is_aligner_file(other)
