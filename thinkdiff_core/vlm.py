@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 import transformers
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
@@ -34,6 +36,10 @@ PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|v
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+class UnusableImage(ValueError):
+    """A picture the VLM's image processor cannot take; training precompute skips and counts these."""
 
 
 @dataclass
@@ -52,7 +58,7 @@ class GenerationSettings:
                 f"need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
                 f"min_new_tokens={self.min_new_tokens}, max_new_tokens={self.max_new_tokens}."
             )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
 
 
@@ -224,7 +230,7 @@ class VisionLanguageModel:
         images = [image for p in prompts for image in p.images]
         inputs: dict[str, torch.Tensor] = {}
         if images:
-            vision = self.image_processor(images=images, return_tensors="pt")
+            vision = self._process_images(images)
             inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
             merge = self.image_processor.merge_size ** 2
             counts = iter((vision["image_grid_thw"].prod(-1) // merge).tolist())
@@ -237,6 +243,22 @@ class VisionLanguageModel:
         if self._wants_mm_token_type_ids:
             inputs["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.int32)
         return inputs
+
+    def _process_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """The image processor's pixels; a picture it refuses (e.g. an aspect ratio past Qwen-VL's 200:1) is named."""
+        try:
+            return self.image_processor(images=images, return_tensors="pt")
+        except ValueError as error:
+            for number, image in enumerate(images, start=1):
+                try:
+                    self.image_processor(images=[image], return_tensors="pt")
+                except ValueError as refused:
+                    width, height = image.size
+                    raise UnusableImage(
+                        f"Picture {number} ({width}x{height} pixels, aspect ratio {max(width, height) / min(width, height):.0f}:1) "
+                        f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square."
+                    ) from refused
+            raise UnusableImage(f"The images could not be prepared for {self.model_id}: {error}.") from error
 
     @staticmethod
     def _expand_images(text: str, expected: int, counts) -> str:
@@ -261,6 +283,7 @@ class VisionLanguageModel:
         """
         device = self.device
         inputs = {k: v.to(device) for k, v in self.prepare(prompts).items()}
+        self._check_context(inputs["input_ids"].shape[1], settings.max_new_tokens)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0) \
@@ -288,6 +311,21 @@ class VisionLanguageModel:
             features[row, n:] = 0
             generated[row, n:] = self.pad_token_id
         return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated)
+
+    @property
+    def context_length(self) -> int:
+        """How many positions (prompt + generated) the language model was trained for."""
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        return int(text_config.max_position_embeddings)
+
+    def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        if prompt_tokens + max_new_tokens > self.context_length:
+            room = self.context_length - prompt_tokens
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} does not fit: the prompt (with its images) takes {prompt_tokens} of "
+                f"{self.model_id}'s {self.context_length} context positions, leaving {max(room, 0)}. Lower "
+                f"max_new_tokens to at most {max(room, 0)} (the paper uses 128), or use fewer or smaller images."
+            )
 
     def _lengths(self, generated: torch.Tensor) -> list[int]:
         """Per row: generated tokens up to and including the first EOS (all of them if none)."""

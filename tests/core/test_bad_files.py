@@ -183,3 +183,37 @@ def test_only_checkpoints_that_hold_an_aligner_count_as_aligner_files(tmp_path):
     torch.save({"encoder.weight": torch.zeros(2, 2)}, other)
     assert is_aligner_file(official) and is_aligner_file(legacy)
     assert not is_aligner_file(trainer) and not is_aligner_file(other)
+
+
+def test_generation_settings_refuse_nan_temperature():
+    from thinkdiff_core.vlm import GenerationSettings
+
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationSettings(temperature=float("nan"))
+
+
+def test_empty_word_is_refused_naming_its_place():
+    from thinkdiff_core.prompts import build_prompt
+
+    picture = Image.new("RGB", (8, 8))
+    with pytest.raises(ValueError, match=r"Word 2 of 3 is empty"):
+        build_prompt("cobsat_reasoning", [picture, picture], ["red", " ", "blue"])
+
+
+def test_max_new_tokens_past_the_context_is_refused_with_the_room_left(tiny_vlm):
+    from thinkdiff_core.prompts import compose_prompt
+    from thinkdiff_core.vlm import GenerationSettings
+
+    prompt = compose_prompt([Image.new("RGB", (28, 28))], [])
+    too_many = tiny_vlm.context_length  # the prompt takes some positions too, so this cannot fit
+    with pytest.raises(ValueError, match=r"max_new_tokens=\d+ does not fit.*at most \d+"):
+        tiny_vlm.generate([prompt], GenerationSettings(max_new_tokens=too_many, min_new_tokens=0))
+
+
+def test_picture_with_an_extreme_aspect_ratio_is_named(tiny_vlm):
+    from thinkdiff_core.prompts import compose_prompt
+    from thinkdiff_core.vlm import UnusableImage
+
+    pictures = [Image.new("RGB", (56, 56)), Image.new("RGB", (28 * 300, 28))]
+    with pytest.raises(UnusableImage, match=r"Picture 2 \(8400x28 pixels, aspect ratio 300:1\).*Crop or pad"):
+        tiny_vlm.prepare([compose_prompt(pictures, [])])
