@@ -16,6 +16,7 @@ from thinkdiff_core.precision import (
     Precision, WeightCensus, auto_precision, census, resolve_precision, weight_bytes,
 )
 from thinkdiff_core.prompts import cobsat_prompt
+from thinkdiff_core.testing.forced import forced_features
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 GREEDY = GenerationSettings(seed=0, temperature=0.0, max_new_tokens=8, min_new_tokens=8)
@@ -35,21 +36,6 @@ def load(tiny_vlm_dirs):
         return models[key]
 
     return get
-
-
-def forced_features(vlm: VisionLanguageModel, prompt, token_ids: torch.Tensor) -> torch.Tensor:
-    """Final-norm states of `vlm` over the prompt followed by the given ids (the same tokens forced)."""
-    inputs = vlm.prepare([prompt])
-    extra = token_ids.unsqueeze(0)
-    kwargs = dict(inputs, input_ids=torch.cat([inputs["input_ids"], extra], 1))
-    kwargs["attention_mask"] = torch.ones_like(kwargs["input_ids"])
-    kwargs["pixel_values"] = kwargs["pixel_values"].to(vlm.precision.compute)
-    if "mm_token_type_ids" in kwargs:
-        kwargs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra, dtype=torch.int32)], 1)
-    with torch.no_grad():
-        states = vlm.model.model(**kwargs).last_hidden_state[0]
-    start = inputs["input_ids"].shape[1] - 1
-    return states[start: start + token_ids.shape[0]].float()
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
