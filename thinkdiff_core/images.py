@@ -89,6 +89,17 @@ def as_pil_list(images: Sequence[ImageInput]) -> list[Image.Image]:
             for picture in (tensor_to_pil(item) if isinstance(item, torch.Tensor) else [as_pil(item)])]
 
 
+def limit_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """`image` shrunk (aspect kept, Lanczos) to at most `max_pixels` pixels; unchanged if it is smaller or the
+    limit is None/0. The VLM's processor then resizes within its own bounds: this cap is for users who wire
+    in 12-megapixel photos, whose vision activations would otherwise take gigabytes."""
+    if not max_pixels or image.width * image.height <= max_pixels:
+        return image
+    scale = (max_pixels / (image.width * image.height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
 def save_image(image: Image.Image, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write an image atomically, never replacing a file unless `overwrite` is set. The format follows the
     suffix (.png, .jpg, .webp); JPEGs at quality 95."""

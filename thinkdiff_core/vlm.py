@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 import transformers
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
 from .files import check_safetensors_files, read_json_object
+from .memory import choose_precision
+from .precision import Precision, resolve_precision
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
 
@@ -170,8 +172,10 @@ class _EachToken(StoppingCriteria):
 class VisionLanguageModel:
     """A Qwen-VL model with its tokenizer, image processor and chat template."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, image_processor, chat_template: str, model_id: str) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer, image_processor, chat_template: str, model_id: str,
+                 precision: Precision | None = None) -> None:
         self.model = model
+        self.precision = precision or resolve_precision(model.dtype, model.device)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.chat_template = chat_template
@@ -187,19 +191,25 @@ class VisionLanguageModel:
         self._wants_mm_token_type_ids = "mm_token_type_ids" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype = "auto",
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype | Precision = "auto",
                         device: torch.device | str | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
-        """Load from a local folder (or a Hub id), with SDPA attention, in the chosen dtype.
+        """Load from a local folder (or a Hub id), with SDPA attention, in the chosen precision.
 
-        The model stays on the CPU unless `device` is given: callers such as ComfyUI's model manager
-        decide when it goes to the GPU.
+        `dtype` is a precision (`thinkdiff_core.precision`): `bf16`, `fp16`, `fp32` or a `torch.dtype`;
+        `fp8` or `nf4` (weights stored quantized, computed in the device's half dtype); `auto` (the
+        device's half dtype, or fp8 where that does not fit the card). The model stays on the CPU unless
+        `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
+        resolve `auto` against that device themselves, passing a `Precision`).
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
         check_safetensors_files(folder)
         target = compute_device(device)
+        precision = choose_precision(dtype, folder, target, trust_remote_code)
+        quantization = precision.quantization_config()
         model = AutoModelForImageTextToText.from_pretrained(
-            folder, dtype=resolve_dtype(dtype, target), attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+            folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+            **({"quantization_config": quantization} if quantization is not None else {}),
         )
         model.eval().requires_grad_(False)
         if device is not None:
@@ -207,7 +217,7 @@ class VisionLanguageModel:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
         model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
-        return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id)
+        return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
 
     @property
     def hidden_size(self) -> int:
