@@ -43,11 +43,14 @@ from .decoder import ProxyDecoder, load_decoder, new_aligner, proxy_loss
 from .evaluate import evaluate, format_examples, held_out_batches, make_batches
 from .optim import learning_rate, make_optimizer, set_learning_rate
 from .recipe import IGNORE_INDEX, ClipBatches, LvlmBatches, check_variant
+from .run_lock import RunLock
 
 RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
                      "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
                      "model.variant", "model.decoder", "model.vision_encoder")
 """Options that decide the data order or the objective: a resumed run must keep them."""
+
+EXPORT_NAME = "aligner.safetensors"
 
 NO_CONFIG_HINT = (
     "Nothing to train yet. Try:\n"
@@ -161,8 +164,22 @@ def _export(output: Path, aligner: torch.nn.Module, info: AlignerInfo, overwrite
     return save_aligner(output, LoadedAligner(module, info), overwrite=overwrite)
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: the message says where it stopped and the command that resumes."""
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) one run; returns a summary (steps, speed, data-wait fraction, held-out metrics)."""
+    """Train (or resume) one run; returns a summary (steps, speed, data-wait fraction, held-out metrics).
+
+    Rank 0 holds the output folder's run lock for the whole run, so a second run into the same folder is
+    refused instead of interleaving checkpoints with this one.
+    """
+    rank_zero = int(os.environ.get("RANK", "0")) == 0  # set by accelerate launch / torchrun; unset: one process
+    with RunLock(config.run.output_dir, tqdm.write) if rank_zero else nullcontext():
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> dict[str, Any]:
     _validate(config)
     accelerator = make_accelerator(config)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
@@ -183,6 +200,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if not config.run.resume and previous is not None:
         raise FileExistsError(f"{output} already holds checkpoints of a run ({previous.name}); pass --resume to continue "
                               f"it, or choose another run.output_dir.")
+    if not config.run.resume and (output / EXPORT_NAME).exists():
+        raise FileExistsError(f"{output / EXPORT_NAME} exists (an earlier run's aligner); a new run would replace it. "
+                              f"Move it away, or choose another run.output_dir.")
 
     decoder = load_decoder(config.model.decoder, keep_encoder=clip, dtype=config.model.decoder_dtype, device=device,
                            dropout=config.model.decoder_dropout,
@@ -208,7 +228,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     optimizer = make_optimizer(aligner, config.optim)
     step, consumed = 0, 0
     if config.run.resume:
-        loaded, trainer = checkpoints.load(previous)
+        previous, loaded, trainer = checkpoints.load_latest_intact(output, log)
         for change in _check_resume(trainer, config, world):
             log(f"note: changed since the checkpoint: {change}")
         aligner.load_state_dict(loaded.module.state_dict())
@@ -269,36 +289,44 @@ def train(config: TrainConfig) -> dict[str, Any]:
     start_step, last_metrics = step, {}
     window_start, window_tokens = time.perf_counter(), 0
     loss = torch.zeros(())
-    while step < config.optim.max_steps:
-        began = time.perf_counter()
-        micro = [next(loader) for _ in range(config.optim.grad_accum)]
-        fetched = time.perf_counter()
-        loss, lr = train_step(accelerator, aligner, decoder, optimizer, micro, step, config.optim, config.run.seed)
-        step, consumed = step + 1, consumed + len(micro)
-        waited, elapsed = waited + fetched - began, elapsed + time.perf_counter() - began
-        if step == start_step + 1:
-            startup_wait = fetched - began  # workers starting and filling their shuffle buffers
-        tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro)
-        label_tokens, samples, window_tokens = label_tokens + tokens, samples + sum(len(b["keys"]) for b in micro), \
-            window_tokens + tokens
-        if config.data.log_sample_keys:
-            keys += [k for b in micro for k in b["keys"]]
-        progress.update(1)
-        if step % config.run.log_every == 0 or step == config.optim.max_steps:
-            now = time.perf_counter()
-            rate = window_tokens * world / max(now - window_start, 1e-9)
-            value = loss.item()
-            progress.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
-            log(f"step {step}/{config.optim.max_steps}  loss {value:.4f}  lr {lr:.3e}  target tokens/s {rate:,.0f}  "
-                f"data wait {waited / max(elapsed, 1e-9):.1%}")
-            accelerator.log({"train/loss": value, "train/lr": lr, "train/tokens_per_s": rate}, step=step)
-            window_start, window_tokens = now, 0
-        if config.run.eval_every and step % config.run.eval_every == 0 and step != config.optim.max_steps:
-            if main:
-                accelerator.log(run_eval(step), step=step)
-            accelerator.wait_for_everyone()
-        if config.run.save_every and step % config.run.save_every == 0 and step != config.optim.max_steps:
-            save(step, consumed)
+    try:
+        while step < config.optim.max_steps:
+            began = time.perf_counter()
+            micro = [next(loader) for _ in range(config.optim.grad_accum)]
+            fetched = time.perf_counter()
+            loss, lr = train_step(accelerator, aligner, decoder, optimizer, micro, step, config.optim, config.run.seed)
+            step, consumed = step + 1, consumed + len(micro)
+            waited, elapsed = waited + fetched - began, elapsed + time.perf_counter() - began
+            if step == start_step + 1:
+                startup_wait = fetched - began  # workers starting and filling their shuffle buffers
+            tokens = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro)
+            label_tokens, samples, window_tokens = label_tokens + tokens, samples + sum(len(b["keys"]) for b in micro), \
+                window_tokens + tokens
+            if config.data.log_sample_keys:
+                keys += [k for b in micro for k in b["keys"]]
+            progress.update(1)
+            if step % config.run.log_every == 0 or step == config.optim.max_steps:
+                now = time.perf_counter()
+                rate = window_tokens * world / max(now - window_start, 1e-9)
+                value = loss.item()
+                progress.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+                log(f"step {step}/{config.optim.max_steps}  loss {value:.4f}  lr {lr:.3e}  target tokens/s {rate:,.0f}  "
+                    f"data wait {waited / max(elapsed, 1e-9):.1%}")
+                accelerator.log({"train/loss": value, "train/lr": lr, "train/tokens_per_s": rate}, step=step)
+                window_start, window_tokens = now, 0
+            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.optim.max_steps:
+                if main:
+                    accelerator.log(run_eval(step), step=step)
+                accelerator.wait_for_everyone()
+            if config.run.save_every and step % config.run.save_every == 0 and step != config.optim.max_steps:
+                save(step, consumed)
+    except KeyboardInterrupt:
+        progress.close()
+        saved = checkpoints.latest(output)
+        raise TrainingInterrupted(
+            f"interrupted at step {step} of {config.optim.max_steps}; the last checkpoint is "
+            f"{saved.name if saved else 'none yet (nothing to resume: start again)'}. "
+            f"Resume with: python -m train.align --config {output / 'config.yaml'} --resume") from None
     progress.close()
 
     if main:
@@ -321,7 +349,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                "final_loss": float(loss.item()),
                "ranks_in_sync": len(set(checksums)) == 1, **last_metrics}
     if main:
-        exported = _export(output / "aligner.safetensors", unwrapped,
+        exported = _export(output / EXPORT_NAME, unwrapped,
                            AlignerInfo(info.source_model_id, info.token_recipe, provenance(step)))
         summary["aligner"] = str(exported)
         (output / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -346,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.demo and (args.resume or vars(args).get("set:run.resume")):
+        print("error: --demo always starts afresh in a new folder (about 40 s), so there is nothing to resume: drop "
+              "--resume. To resume a real run: python -m train.align --config RUN_FOLDER/config.yaml --resume",
+              file=sys.stderr)
+        return 2
     if args.demo:
         from .demo import run_demo
 
@@ -366,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(config)
         return json.dumps(summary, indent=2) if "aligner" in summary else ""  # rank 0 reports
 
-    return cfg.run_tool(work)
+    try:
+        return cfg.run_tool(work)
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        return 130  # the shell's code for a run stopped by Ctrl-C
 
 
 if __name__ == "__main__":
