@@ -215,7 +215,7 @@ def test_picture_with_an_extreme_aspect_ratio_is_named(tiny_vlm):
     from thinkdiff_core.vlm import UnusableImage
 
     pictures = [Image.new("RGB", (56, 56)), Image.new("RGB", (28 * 300, 28))]
-    with pytest.raises(UnusableImage, match=r"Picture 2 \(8400x28 pixels, aspect ratio 300:1\).*Crop or pad"):
+    with pytest.raises(UnusableImage, match=r"Picture 2: 8400x28 pixels \(aspect ratio 300:1\).*Crop or pad"):
         tiny_vlm.prepare([compose_prompt(pictures, [])])
 
 

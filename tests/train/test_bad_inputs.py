@@ -126,3 +126,23 @@ def test_demo_with_resume_says_what_resumes(capsys):
     assert align.main(["--demo", "--resume"]) == 2
     error = capsys.readouterr().err
     assert "--demo" in error and "--resume" in error and "--config" in error
+
+
+def test_precompute_skips_and_counts_a_picture_of_extreme_aspect_ratio(make_precompute_config, tiny_vlm_dirs, tmp_path):
+    from PIL import Image
+
+    from train.precompute import run as precompute
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(folder / "a_square.png")
+    Image.new("RGB", (28 * 300, 28), (30, 30, 200)).save(folder / "b_panorama.png")
+    Image.new("RGB", (48, 64), (30, 200, 30)).save(folder / "c_portrait.png")
+    (folder / "captions.jsonl").write_text("".join(
+        json.dumps({"image": name, "caption": name}) + "\n" for name in ("a_square.png", "b_panorama.png", "c_portrait.png")))
+
+    summary = precompute(make_precompute_config(tiny_vlm_dirs("qwen2_vl"), folder, tmp_path / "out", batch_size=3))
+
+    assert summary["unreadable"] == 1 and summary["images"] == 2
+    stats = json.loads((tmp_path / "out" / "000000.stats.json").read_text())
+    assert "b_panorama" in stats["skipped_details"][0] and "aspect ratio 300:1" in stats["skipped_details"][0]
