@@ -30,6 +30,7 @@ from .pipeline import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_STEPS, REFERENCE_T5_LENGTH, ThinkDiffPipeline, ThinkDiffRequest,
     resolve_aligner_file,
 )
+from .precision import PRECISIONS, MissingDependency
 from .prompts import PRESETS
 from .variants import SOURCES
 from .vision import BLIP2_HUB_ID
@@ -61,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"CLIP: BLIP-2 folder, converted vision file or Hub id (default {BLIP2_HUB_ID})")
     models.add_argument("--flux", default=None, help=f"FLUX diffusers folder or Hub id (default {FLUX_DEV_ID})")
     models.add_argument("--tiny", action="store_true", help="build tiny random models offline (CPU smoke run)")
-    models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                        help="what FLUX and the aligner compute in (auto: bf16 on a GPU, fp32 on the CPU)")
+    models.add_argument("--vlm-precision", default=None, choices=PRECISIONS,
+                        help="the VLM's weights (default: --dtype); fp8 and nf4 store them quantized (about 1/2 and "
+                             "1/3 of bf16's 16.6 GB for Qwen2-VL-7B); auto takes fp8 where bf16 does not fit the GPU")
     models.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: cuda if available)")
     models.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
                         help="model: whole models visit the GPU in turn (FLUX's ~24 GB transformer must fit); "
@@ -129,11 +134,11 @@ def run(args: argparse.Namespace) -> Path:
         parts = model_parts(args, Path(workdir))
         SOURCES[parts["aligner"].info.variant].check_requests([request])  # before the large models load
         if args.tiny:
-            pipeline = ThinkDiffPipeline.from_pretrained(**parts, dtype="fp32", device="cpu",
-                                                         max_sequence_length=args.max_sequence_length)
+            pipeline = ThinkDiffPipeline.from_pretrained(**parts, dtype="fp32", vlm_precision=args.vlm_precision,
+                                                         device="cpu", max_sequence_length=args.max_sequence_length)
         else:
             pipeline = ThinkDiffPipeline.from_pretrained(
-                **parts, dtype=args.dtype, device=args.device, offload=args.offload,
+                **parts, dtype=args.dtype, vlm_precision=args.vlm_precision, device=args.device, offload=args.offload,
                 trust_remote_code=args.trust_remote_code, max_sequence_length=args.max_sequence_length)
         size = TINY_SIZE if args.tiny else None  # None: the variant's reference size
         result = pipeline(request, settings, guidance_scale=args.guidance,
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
     try:
         run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, MissingDependency) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

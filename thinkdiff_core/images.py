@@ -32,9 +32,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I") and values.max(initial=0) > 255 else 255.0
-        if image.mode == "F" and values.max(initial=0) <= 1.0:
-            peak = 1.0
+        # The mode's bit depth decides the scale, never the values: a dark 16-bit scan stays dark.
+        # 32-bit "I" images are what Pillow makes of 16-bit data from older formats, so they read as 16-bit too.
+        peak = 65535.0
+        if image.mode == "F":
+            peak = 1.0 if values.max(initial=0) <= 1.0 else 255.0
         gray = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -85,6 +87,17 @@ def as_pil_list(images: Sequence[ImageInput]) -> list[Image.Image]:
     its images)."""
     return [picture for item in images
             for picture in (tensor_to_pil(item) if isinstance(item, torch.Tensor) else [as_pil(item)])]
+
+
+def limit_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """`image` shrunk (aspect kept, Lanczos) to at most `max_pixels` pixels; unchanged if it is smaller or the
+    limit is None/0. The VLM's processor then resizes within its own bounds: this cap is for users who wire
+    in 12-megapixel photos, whose vision activations would otherwise take gigabytes."""
+    if not max_pixels or image.width * image.height <= max_pixels:
+        return image
+    scale = (max_pixels / (image.width * image.height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str], overwrite: bool = False) -> Path:

@@ -46,7 +46,8 @@ from .variants import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_T5_LENGTH, ReasoningSource, ThinkDiffRequest, VisionSource, check_parts,
 )
 from .vision import VisionEncoder
-from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, compute_device, resolve_dtype
+from .memory import choose_precision
+from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, compute_device, resolve_dtype, resolve_model_folder
 
 __all__ = [
     "FLUX_DEV_ID", "OFFICIAL_CLIP_ALIGNER", "OFFICIAL_LVLM_ALIGNER", "OFFLOAD_MODES", "QWEN2_VL_ID",
@@ -199,6 +200,7 @@ class ThinkDiffPipeline:
         vision_encoder: str | os.PathLike[str] | VisionEncoder | None = None,
         *,
         dtype: str = "auto",
+        vlm_precision: str | None = None,
         device: torch.device | str | None = None,
         offload: str = "none",
         trust_remote_code: bool = False,
@@ -210,6 +212,10 @@ class ThinkDiffPipeline:
         FLUX's T5 is not loaded. ThinkDiff-CLIP: give `vision_encoder` (a BLIP-2 folder, a converted
         vision file, or `Salesforce/blip2-flan-t5-xxl`); FLUX's T5-XXL is loaded to encode the prompt,
         padded to `max_sequence_length` tokens (the reference's 128).
+
+        `dtype` is what FLUX, the aligner and the vision tower compute in (`auto`: the device's preference);
+        `vlm_precision` is the VLM's (`thinkdiff_core.precision`: also `fp8` and `nf4`, weights quantized;
+        `auto` falls back to fp8 where bf16 weights do not fit the card), by default `dtype`.
 
         `offload`: `none` keeps everything on `device`; `model` keeps whole models on the CPU and moves
         each to the GPU while it runs (diffusers' model CPU offload for FLUX and its text encoders; the
@@ -232,8 +238,10 @@ class ThinkDiffPipeline:
             source: FeatureSource = VisionSource(encoder, max_sequence_length)
         else:
             vlm = vlm if vlm is not None else QWEN2_VL_ID
-            source = ReasoningSource(vlm if isinstance(vlm, VisionLanguageModel) else VisionLanguageModel.from_pretrained(
-                vlm, dtype=torch_dtype, trust_remote_code=trust_remote_code))
+            if not isinstance(vlm, VisionLanguageModel):
+                precision = choose_precision(vlm_precision or dtype, resolve_model_folder(vlm), target, trust_remote_code)
+                vlm = VisionLanguageModel.from_pretrained(vlm, dtype=precision, trust_remote_code=trust_remote_code)
+            source = ReasoningSource(vlm)
         without_t5 = {} if source.needs_t5 else {"text_encoder_2": None, "tokenizer_2": None}
         flux_pipeline = FluxPipeline.from_pretrained(flux_source, **without_t5, **_diffusers_dtype_kwarg(torch_dtype))
         pipeline = cls(flux_pipeline, loaded_aligner, source)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -22,8 +23,12 @@ from pathlib import Path
 
 import torch
 import transformers
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
+from .files import check_safetensors_files, read_json_object
+from .memory import choose_precision
+from .precision import Precision, resolve_precision
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
 
@@ -33,6 +38,10 @@ PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|v
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+class UnusableImage(ValueError):
+    """A picture the VLM's image processor cannot take; training precompute skips and counts these."""
 
 
 @dataclass
@@ -51,7 +60,7 @@ class GenerationSettings:
                 f"need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
                 f"min_new_tokens={self.min_new_tokens}, max_new_tokens={self.max_new_tokens}."
             )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
 
 
@@ -104,7 +113,7 @@ def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def _check_model_type(folder: Path, trust_remote_code: bool) -> str:
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")
     model_type = config.get("model_type", "")
     if model_type not in SUPPORTED_MODEL_TYPES and not trust_remote_code:
         raise ValueError(
@@ -163,8 +172,10 @@ class _EachToken(StoppingCriteria):
 class VisionLanguageModel:
     """A Qwen-VL model with its tokenizer, image processor and chat template."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, image_processor, chat_template: str, model_id: str) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer, image_processor, chat_template: str, model_id: str,
+                 precision: Precision | None = None) -> None:
         self.model = model
+        self.precision = precision or resolve_precision(model.dtype, model.device)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.chat_template = chat_template
@@ -180,18 +191,25 @@ class VisionLanguageModel:
         self._wants_mm_token_type_ids = "mm_token_type_ids" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype = "auto",
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype | Precision = "auto",
                         device: torch.device | str | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
-        """Load from a local folder (or a Hub id), with SDPA attention, in the chosen dtype.
+        """Load from a local folder (or a Hub id), with SDPA attention, in the chosen precision.
 
-        The model stays on the CPU unless `device` is given: callers such as ComfyUI's model manager
-        decide when it goes to the GPU.
+        `dtype` is a precision (`thinkdiff_core.precision`): `bf16`, `fp16`, `fp32` or a `torch.dtype`;
+        `fp8` or `nf4` (weights stored quantized, computed in the device's half dtype); `auto` (the
+        device's half dtype, or fp8 where that does not fit the card). The model stays on the CPU unless
+        `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
+        resolve `auto` against that device themselves, passing a `Precision`).
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
+        check_safetensors_files(folder)
         target = compute_device(device)
+        precision = choose_precision(dtype, folder, target, trust_remote_code)
+        quantization = precision.quantization_config()
         model = AutoModelForImageTextToText.from_pretrained(
-            folder, dtype=resolve_dtype(dtype, target), attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+            folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+            **({"quantization_config": quantization} if quantization is not None else {}),
         )
         model.eval().requires_grad_(False)
         if device is not None:
@@ -199,7 +217,7 @@ class VisionLanguageModel:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
         model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
-        return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id)
+        return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
 
     @property
     def hidden_size(self) -> int:
@@ -222,7 +240,7 @@ class VisionLanguageModel:
         images = [image for p in prompts for image in p.images]
         inputs: dict[str, torch.Tensor] = {}
         if images:
-            vision = self.image_processor(images=images, return_tensors="pt")
+            vision = self._process_images(images)
             inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
             merge = self.image_processor.merge_size ** 2
             counts = iter((vision["image_grid_thw"].prod(-1) // merge).tolist())
@@ -235,6 +253,22 @@ class VisionLanguageModel:
         if self._wants_mm_token_type_ids:
             inputs["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.int32)
         return inputs
+
+    def _process_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """The image processor's pixels; a picture it refuses (e.g. an aspect ratio past Qwen-VL's 200:1) is named."""
+        try:
+            return self.image_processor(images=images, return_tensors="pt")
+        except ValueError as error:
+            for number, image in enumerate(images, start=1):
+                try:
+                    self.image_processor(images=[image], return_tensors="pt")
+                except ValueError as refused:
+                    width, height = image.size
+                    raise UnusableImage(
+                        f"Picture {number} ({width}x{height} pixels, aspect ratio {max(width, height) / min(width, height):.0f}:1) "
+                        f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square."
+                    ) from refused
+            raise UnusableImage(f"The images could not be prepared for {self.model_id}: {error}.") from error
 
     @staticmethod
     def _expand_images(text: str, expected: int, counts) -> str:
@@ -259,6 +293,7 @@ class VisionLanguageModel:
         """
         device = self.device
         inputs = {k: v.to(device) for k, v in self.prepare(prompts).items()}
+        self._check_context(inputs["input_ids"].shape[1], settings.max_new_tokens)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0) \
@@ -287,6 +322,21 @@ class VisionLanguageModel:
             generated[row, n:] = self.pad_token_id
         return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated)
 
+    @property
+    def context_length(self) -> int:
+        """How many positions (prompt + generated) the language model was trained for."""
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        return int(text_config.max_position_embeddings)
+
+    def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        if prompt_tokens + max_new_tokens > self.context_length:
+            room = self.context_length - prompt_tokens
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} does not fit: the prompt (with its images) takes {prompt_tokens} of "
+                f"{self.model_id}'s {self.context_length} context positions, leaving {max(room, 0)}. Lower "
+                f"max_new_tokens to at most {max(room, 0)} (the paper uses 128), or use fewer or smaller images."
+            )
+
     def _lengths(self, generated: torch.Tensor) -> list[int]:
         """Per row: generated tokens up to and including the first EOS (all of them if none)."""
         is_eos = torch.isin(generated, torch.tensor(self.eos_token_ids))
@@ -296,6 +346,6 @@ class VisionLanguageModel:
 
 def _model_id_of(folder: Path) -> str:
     """A readable id for a local folder: its `_name_or_path` if it names a Hub repo, else the folder name."""
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")
     name = str(config.get("_name_or_path", ""))
     return name if HUB_ID.match(name) else folder.name

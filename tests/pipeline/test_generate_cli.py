@@ -1,6 +1,10 @@
 """`python -m thinkdiff_core.generate --tiny`: the whole path on tiny offline models, and output safety."""
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -104,3 +108,32 @@ def test_lvlm_aligner_refuses_a_prompt_and_a_vision_encoder(tmp_path, colour_ima
     assert "VLM's answer alone" in capsys.readouterr().err
     assert generate.main(argv + ["--vision-encoder", str(tmp_path / "no-blip2-here")]) == 2
     assert "ThinkDiff-LVLM aligner" in capsys.readouterr().err
+
+
+# --- VLM weight precision ---
+
+
+def test_tiny_run_with_the_vlm_in_fp8(tmp_path, colour_images, capsys):
+    image, out = tmp_path / "a.png", tmp_path / "fp8.png"
+    colour_images("red")[0].save(image)
+    assert generate.main(["--tiny", "--vlm-precision", "fp8", "--image", str(image), "--words", "red", "blue",
+                          "--out", str(out), "--max-new-tokens", "6", "--steps", "1"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out and out.is_file()
+
+
+def test_nf4_without_bitsandbytes_is_one_error_line(tmp_path, colour_images):
+    """A fresh Python in which bitsandbytes cannot be imported runs the CLI: exit 2, the pip command, no traceback."""
+    image = tmp_path / "a.png"
+    colour_images("red")[0].save(image)
+    argv = ["--tiny", "--vlm-precision", "nf4", "--image", str(image), "--words", "red", "blue",
+            "--out", str(tmp_path / "o.png")]
+    script = ("import sys; sys.modules['bitsandbytes'] = None\n"
+              f"from thinkdiff_core.generate import main; sys.exit(main({argv!r}))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parents[2], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: The nf4 precision needs the optional package bitsandbytes") and \
+        'pip install "bitsandbytes>=0.45"' in last
+    assert not (tmp_path / "o.png").exists()

@@ -137,3 +137,14 @@ def test_hub_aligner_without_the_hub_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="pass its local path"):
         resolve_aligner_file("Mifucius/ThinkDiff/not_cached_here.pth")
+
+
+def test_the_vlm_loads_in_its_own_precision(tiny_flux_dir, tiny_aligner_path, tiny_vlm_dirs):
+    """`vlm_precision` quantizes the VLM only; FLUX and the aligner keep `dtype`."""
+    pipeline = ThinkDiffPipeline.from_pretrained(tiny_flux_dir, tiny_aligner_path, tiny_vlm_dirs(), dtype="fp32",
+                                                 vlm_precision="nf4", device="cpu")
+    vlm = pipeline.source.vlm
+    assert str(vlm.precision) == "nf4 (computed in float32)"
+    assert type(vlm.model.model.language_model.layers[0].mlp.up_proj.weight).__name__ == "Params4bit"
+    assert pipeline.flux.transformer.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in pipeline.aligner.module.parameters())

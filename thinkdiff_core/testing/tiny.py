@@ -119,7 +119,10 @@ def write_tiny_qwen_vl(folder: str | os.PathLike[str], model_type: str = "qwen2_
     tokenizer = _qwen_tokenizer()
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     token_ids.update(bos=token_ids["<|endoftext|>"], eos=token_ids["<|im_end|>"], pad=token_ids["<|endoftext|>"])
-    config, patch_size = _qwen_vl_config(model_type, len(tokenizer), token_ids)
+    # the embedding is padded to a multiple of 64 rows, as Qwen's are (151936, 152064): bitsandbytes' CPU 4-bit
+    # kernels need the head's rows in blocks of 32
+    vocab_size = -(-len(tokenizer) // 64) * 64
+    config, patch_size = _qwen_vl_config(model_type, vocab_size, token_ids)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     model.generation_config = GenerationConfig(

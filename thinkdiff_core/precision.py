@@ -1,0 +1,217 @@
+"""How the VLM's weights are held: a plain dtype, or stored quantized (fp8, nf4) and computed in a half dtype.
+
+Qwen2-VL-7B is about 16.6 GB in bf16, more than a 12 or 16 GB card holds next to anything else. Two
+quantized precisions make it fit, each through the library transformers integrates for it:
+
+- `fp8`: torchao's `Float8WeightOnlyConfig` (through `TorchAoConfig`): each Linear weight stored as
+  float8 e4m3 with one scale per output row, dequantized to the compute dtype inside the matmul. About
+  half the bytes and near-bf16 features. Chosen over optimum-quanto (in maintenance mode) and over a
+  hand-written float8 layer (one more thing to keep): torchao is PyTorch's own quantization library, its
+  weight-only path runs on any CUDA GPU and on the CPU, and its tensors move with `Module.to`.
+- `nf4`: bitsandbytes' 4-bit NormalFloat (through `BitsAndBytesConfig`, double-quantized scales):
+  about a third of the bytes. bitsandbytes >= 0.49 also runs on the CPU.
+
+Only the language model's Linear layers (its head included) are quantized: the vision tower, the
+embeddings and the norms stay in the compute dtype (the vision tower is small and its features feed
+every answer; embeddings and norms are not Linear layers). Both libraries are optional dependencies,
+imported only when their precision is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PLAIN = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+QUANTIZED = ("fp8", "nf4")
+PRECISIONS = ("auto", *PLAIN, *QUANTIZED)
+KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
+"""Modules never quantized (transformers matches these prefixes): the vision tower of every Qwen-VL family."""
+
+QUANTIZED_BYTES_PER_WEIGHT = {"fp8": 1.0, "nf4": 0.5 + 1 / 64 + 4 / (64 * 256)}
+"""Stored bytes per quantized weight: fp8 one byte (plus one scale per row, negligible); nf4 half a byte, an
+8-bit absmax per 64-weight block and, double-quantized, one fp32 scale per 256 blocks."""
+
+_LIBRARIES = {"fp8": ("torchao", "torchao>=0.12"), "nf4": ("bitsandbytes", "bitsandbytes>=0.45")}
+
+
+class MissingDependency(ImportError):
+    """An optional package a chosen precision needs is not installed; the message names the pip command."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """`weights`: how the weights are stored (bf16, fp16, fp32, fp8, nf4); `compute`: the dtype the arithmetic runs in."""
+
+    weights: str
+    compute: torch.dtype
+
+    def __post_init__(self) -> None:
+        if self.weights not in (*PLAIN, *QUANTIZED):
+            raise ValueError(f"Unknown weight precision {self.weights!r}; choose one of {', '.join(PRECISIONS)}.")
+        if self.weights in PLAIN and PLAIN[self.weights] != self.compute:
+            raise ValueError(f"{self.weights} weights compute in {PLAIN[self.weights]}, not {self.compute}.")
+
+    @property
+    def quantized(self) -> bool:
+        return self.weights in QUANTIZED
+
+    def __str__(self) -> str:
+        if not self.quantized:
+            return self.weights
+        return f"{self.weights} (computed in {str(self.compute).removeprefix('torch.')})"
+
+    def quantization_config(self):
+        """The transformers `quantization_config` for these weights (None for a plain dtype)."""
+        if not self.quantized:
+            return None
+        require_library(self.weights)
+        if self.weights == "fp8":
+            from torchao.quantization import Float8WeightOnlyConfig
+            from transformers import TorchAoConfig
+
+            return TorchAoConfig(Float8WeightOnlyConfig(), modules_to_not_convert=list(KEEP_IN_COMPUTE_DTYPE))
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=self.compute,
+            bnb_4bit_use_double_quant=True, llm_int8_skip_modules=list(KEEP_IN_COMPUTE_DTYPE),
+        )
+
+
+def require_library(weights: str) -> None:
+    """Import the optional library a quantized precision needs, or say which pip command installs it."""
+    module, requirement = _LIBRARIES[weights]
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependency(
+            f"The {weights} precision needs the optional package {module}, which is not installed ({error}). "
+            f'Install it into the Python that runs ThinkDiff: pip install "{requirement}" (then restart), '
+            f"or choose another precision ({', '.join(p for p in PRECISIONS if p != weights)})."
+        ) from error
+
+
+def half_dtype(device: torch.device) -> torch.dtype:
+    """The dtype quantized weights compute in: bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS,
+    fp32 on the CPU (where half-precision matmuls are slow and gain nothing)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device.type == "mps" else torch.float32
+
+
+@dataclass(frozen=True)
+class WeightCensus:
+    """Weight counts of a VLM by what a quantized precision does with them."""
+
+    quantizable: int
+    """Elements of the language model's Linear weights (head included): stored as fp8/nf4 when quantized."""
+    kept: int
+    """Everything else (vision tower, embeddings, norms, biases): always in the compute dtype."""
+
+    def bytes(self, precision: Precision) -> int:
+        """The weight bytes of this model held in `precision`."""
+        kept = self.kept * _element_size(precision.compute)
+        if precision.quantized:
+            return kept + round(self.quantizable * QUANTIZED_BYTES_PER_WEIGHT[precision.weights])
+        return kept + self.quantizable * _element_size(precision.compute)
+
+
+def census(model: torch.nn.Module) -> WeightCensus:
+    """Count `model`'s weights (a meta-device model works: only shapes are read), quantized or not."""
+    quantizable = 0
+    counted: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not _kept(name):
+            quantizable += module.in_features * module.out_features
+            counted.add(f"{name}.weight" if name else "weight")
+    kept = sum(p.numel() for name, p in model.named_parameters() if name not in counted)
+    return WeightCensus(quantizable, kept)
+
+
+def folder_census(folder, trust_remote_code: bool = False) -> WeightCensus:
+    """The census of a model folder's VLM, built on the meta device from its config (nothing is read or allocated)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        return census(AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code))
+
+
+def _kept(name: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in KEEP_IN_COMPUTE_DTYPE)
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor really holds: a torchao tensor's inner data and scales, a bitsandbytes 4-bit weight's
+    packed data and quantization state (its `.dtype`/`.numel()` describe the unquantized weight or the packing)."""
+    if hasattr(tensor, "__tensor_flatten__") and type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    total = tensor.numel() * tensor.element_size()
+    state = getattr(tensor, "quant_state", None)
+    if state is not None:
+        total += sum(v.numel() * v.element_size() for v in state.as_dict(packed=True).values() if isinstance(v, torch.Tensor))
+    return total
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """The bytes `model`'s parameters and buffers occupy, whatever their storage (what moving it costs)."""
+    return sum(tensor_bytes(t) for t in (*model.parameters(), *model.buffers()))
+
+
+def resolve_precision(name: str | torch.dtype | Precision, device: torch.device,
+                      census_of: WeightCensus | None = None, working_bytes: int = 0,
+                      device_bytes: int | None = None) -> Precision:
+    """The precision `name` asks for on `device`.
+
+    `auto` on CUDA: the device's half dtype if the weights in it plus `working_bytes` fit `device_bytes`
+    (default: the card's total memory), else fp8; elsewhere bf16/fp16/fp32 as the device prefers (no card
+    to fit). `auto` needs `census_of` on CUDA and logs what it chose.
+    """
+    if isinstance(name, Precision):
+        return name
+    if isinstance(name, torch.dtype):
+        plain = {dtype: key for key, dtype in PLAIN.items()}
+        if name not in plain:
+            raise ValueError(f"{name} is not a VLM compute dtype; choose one of {', '.join(PLAIN)}.")
+        return Precision(plain[name], name)
+    if name in PLAIN:
+        return Precision(name, PLAIN[name])
+    if name in QUANTIZED:
+        return Precision(name, half_dtype(device))
+    if name != "auto":
+        raise ValueError(f"Unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}.")
+    compute = half_dtype(device)
+    plain = Precision({v: k for k, v in PLAIN.items()}[compute], compute)
+    if device.type != "cuda":
+        logger.info("ThinkDiff: precision auto on %s: %s", device, plain)
+        return plain
+    if census_of is None:
+        raise ValueError("precision auto on a GPU needs the model's weight census to decide whether it fits.")
+    if device_bytes is None:
+        device_bytes = torch.cuda.get_device_properties(device).total_memory
+    return auto_precision(compute, census_of, working_bytes, device_bytes)
+
+
+def auto_precision(compute: torch.dtype, census_of: WeightCensus, working_bytes: int, device_bytes: int) -> Precision:
+    """`auto` on a card of `device_bytes`: plain `compute` weights if they and `working_bytes` fit, else fp8 (logged)."""
+    plain = Precision({v: k for k, v in PLAIN.items()}[compute], compute)
+    need = census_of.bytes(plain) + working_bytes
+    chosen = plain if need <= device_bytes else Precision("fp8", compute)
+    logger.info("ThinkDiff: precision auto chose %s: %s weights + %s working memory %s the card's %s", chosen,
+                gib(census_of.bytes(plain)), gib(working_bytes), "fit" if chosen is plain else "exceed", gib(device_bytes))
+    return chosen
+
+
+def gib(size: int | float) -> str:
+    return f"{size / 2**30:.1f} GiB"
