@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.vision import BLIP2_HUB_ID
-from thinkdiff_core.vlm import compute_device
+from thinkdiff_core.devices import compute_device
 
 from . import config as cfg
 from .data import VLM_TOKENIZER_DIR, read_manifest
