@@ -230,20 +230,25 @@ class VisionLanguageModel:
             inputs["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.int32)
         return inputs
 
+    def image_problem(self, image: Image.Image) -> str | None:
+        """Why the image processor refuses this picture (e.g. an aspect ratio past Qwen-VL's 200:1), or None."""
+        try:
+            self.image_processor(images=[image], return_tensors="pt")
+        except ValueError as refused:
+            width, height = image.size
+            return (f"{width}x{height} pixels (aspect ratio {max(width, height) / max(min(width, height), 1):.0f}:1) "
+                    f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square")
+        return None
+
     def _process_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """The image processor's pixels; a picture it refuses (e.g. an aspect ratio past Qwen-VL's 200:1) is named."""
+        """The image processor's pixels; a picture it refuses is named (the check runs on the failure path only)."""
         try:
             return self.image_processor(images=images, return_tensors="pt")
         except ValueError as error:
             for number, image in enumerate(images, start=1):
-                try:
-                    self.image_processor(images=[image], return_tensors="pt")
-                except ValueError as refused:
-                    width, height = image.size
-                    raise UnusableImage(
-                        f"Picture {number} ({width}x{height} pixels, aspect ratio {max(width, height) / min(width, height):.0f}:1) "
-                        f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square."
-                    ) from refused
+                problem = self.image_problem(image)
+                if problem:
+                    raise UnusableImage(f"Picture {number}: {problem}.") from error
             raise UnusableImage(f"The images could not be prepared for {self.model_id}: {error}.") from error
 
     @staticmethod
