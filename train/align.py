@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from thinkdiff_core.devices import training_autocast
 from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
 
 from . import checkpoints
@@ -65,20 +66,10 @@ NO_CONFIG_HINT = (
 )
 
 
-def mixed_precision(choice: str) -> str:
-    """bf16 autocast (the reference) or none; fp16 would need loss scaling and is not offered."""
-    if choice == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if choice not in ("bf16", "no"):
-        raise ValueError(f"run.mixed_precision must be auto, bf16 or no; got {choice!r} (fp16 autocast needs loss "
-                         f"scaling; use bf16 on GPUs that have it, or no).")
-    return choice
-
-
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """CPU runs use gloo across processes; on GPUs accelerate picks NCCL. Nothing else differs."""
     output = Path(config.run.output_dir)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(config.run.mixed_precision),
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=training_autocast(config.run.mixed_precision),
                        log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(output))
 
 
