@@ -154,6 +154,7 @@ class ThinkDiffPipeline:
         self.aligner = aligner
         self.source = source
         self.offload = "none"
+        self.allow_other_vlm = False  # True aligns another VLM family's tokens (experiments; thinkdiff_core.families)
         self._check_parts()
 
     @property
@@ -306,7 +307,7 @@ class ThinkDiffPipeline:
                     guidance_scale: float = REFERENCE_GUIDANCE) -> FluxInputs:
         """Steps 2 and 3: `LoadedAligner(tokens)` merged by `merge_conditioning` into the variant's base
         conditioning (built from the requests' prompts for CLIP) -> what FLUX receives."""
-        aligned = self.aligner(tokens)
+        aligned = self.aligner(tokens, self.allow_other_vlm)
         base = self.source.base_conditioning(self.flux, requests, guidance_scale, self.device)
         conditioning = merge_conditioning(base, aligned, self.source.merge_mode)
         cond, extras = conditioning[0]

@@ -25,7 +25,8 @@ class ThinkDiffTokens:
 
     `lengths[b]` is how many of row b's T positions are real (batched VLM rows can stop at EOS);
     `texts` holds the VLM's generated text per row and `token_ids` `[B, T]` its generated ids (both
-    empty for a vision encoder); training decodes the ids.
+    empty for a vision encoder); training decodes the ids. `source_family` lets an aligner refuse
+    another VLM family's features of the same width (`thinkdiff_core.families`).
     """
 
     features: torch.Tensor
@@ -34,6 +35,8 @@ class ThinkDiffTokens:
     lengths: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     token_ids: torch.Tensor | None = None
+    source_family: str = ""
+    """The VLM family (`qwen2_vl`, ...) for LVLM tokens; "" when unknown or not a VLM's."""
 
     def __post_init__(self) -> None:
         if self.features.dim() != 3:

@@ -24,12 +24,13 @@ import torch
 import transformers
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
+from .families import FAMILIES
 from .memory import choose_precision
 from .precision import Precision, resolve_precision
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
 
-SUPPORTED_MODEL_TYPES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
+SUPPORTED_MODEL_TYPES = FAMILIES
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -212,6 +213,11 @@ class VisionLanguageModel:
         return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
 
     @property
+    def family(self) -> str:
+        """The VLM family (its transformers `model_type`, e.g. `qwen2_vl`): tokens carry it to the aligner's guard."""
+        return self.model.config.model_type
+
+    @property
     def hidden_size(self) -> int:
         return self.final_norm.weight.shape[0]
 
@@ -295,7 +301,8 @@ class VisionLanguageModel:
         for row, n in enumerate(lengths):
             features[row, n:] = 0
             generated[row, n:] = self.pad_token_id
-        return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated)
+        return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated,
+                               source_family=self.family)
 
     def _lengths(self, generated: torch.Tensor) -> list[int]:
         """Per row: generated tokens up to and including the first EOS (all of them if none)."""
