@@ -27,6 +27,7 @@ from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTo
 from .families import FAMILIES
 from .memory import choose_precision
 from .precision import Precision, resolve_precision
+from .progress import reporting_progress
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
 
@@ -186,24 +187,27 @@ class VisionLanguageModel:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype | Precision = "auto",
-                        device: torch.device | str | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
+                        device: torch.device | str | None = None, trust_remote_code: bool = False,
+                        on_progress: Callable[[int, int], None] | None = None) -> "VisionLanguageModel":
         """Load from a local folder (or a Hub id), with SDPA attention, in the chosen precision.
 
         `dtype` is a precision (`thinkdiff_core.precision`): `bf16`, `fp16`, `fp32` or a `torch.dtype`;
         `fp8` or `nf4` (weights stored quantized, computed in the device's half dtype); `auto` (the
         device's half dtype, or fp8 where that does not fit the card). The model stays on the CPU unless
         `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
-        resolve `auto` against that device themselves, passing a `Precision`).
+        resolve `auto` against that device themselves, passing a `Precision`). `on_progress(done, total)`
+        follows transformers' weight-loading loop (transformers >= 5).
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
         target = compute_device(device)
         precision = choose_precision(dtype, folder, target, trust_remote_code)
         quantization = precision.quantization_config()
-        model = AutoModelForImageTextToText.from_pretrained(
-            folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
-            **({"quantization_config": quantization} if quantization is not None else {}),
-        )
+        with reporting_progress(on_progress):
+            model = AutoModelForImageTextToText.from_pretrained(
+                folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+                **({"quantization_config": quantization} if quantization is not None else {}),
+            )
         model.eval().requires_grad_(False)
         if device is not None:
             model.to(target)

@@ -155,3 +155,14 @@ def test_a_missing_quantization_library_names_the_pip_command(tiny_vlm_dirs, wei
     message = result.stdout.split("MESSAGE: ", 1)[-1]
     assert f"The {weights} precision needs the optional package {package}, which is not installed" in message
     assert f'pip install "{requirement}"' in message and "or choose another precision" in message
+
+
+@pytest.mark.skipif(not hasattr(__import__("transformers").utils.logging, "set_tqdm_hook"),
+                    reason="transformers < 5 has no progress-bar hook (the console bar is all)")
+@pytest.mark.parametrize("weights", ["bf16", "nf4"])
+def test_loading_reports_progress_to_the_end(tiny_vlm_dirs, weights):
+    seen = []
+    VisionLanguageModel.from_pretrained(tiny_vlm_dirs(), dtype=Precision(weights, torch.bfloat16), device="cpu",
+                                        on_progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 10 and seen[-1][0] == seen[-1][1]  # one step per weight, to the last
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
