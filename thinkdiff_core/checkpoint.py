@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,22 @@ def _check_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[int, 
     return input_size, output_size
 
 
+def _check_values(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors no aligner can hold: an integer dtype (a damaged or foreign file) or NaN/Inf weights,
+    which would otherwise give a black image with no error."""
+    for key in expected_shapes(1, 1):
+        tensor = state[key]
+        if not tensor.is_floating_point():
+            raise ValueError(f"{path.name}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}, expected "
+                             f"a float type (float32, bfloat16 or float16). The file is not an aligner or is damaged; "
+                             f"re-download or re-export it.")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{path.name}: tensor {key} holds {bad} NaN/Inf value(s); an aligner's weights must all be "
+                             f"finite (a diverged training run writes such files). Use an earlier checkpoint or "
+                             f"re-download the aligner.")
+
+
 def _build(state: dict[str, torch.Tensor], input_size: int, output_size: int, info: AlignerInfo,
            device: torch.device | str, dtype: torch.dtype | None) -> LoadedAligner:
     """Build the module on the meta device and adopt the loaded tensors: no second copy in memory."""
@@ -164,10 +181,32 @@ def safetensors_format(path: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def _names_aligner_tensors(path: Path) -> bool:
+    """Whether a torch checkpoint's pickle names the aligner's tensors, read as bytes and never unpickled.
+
+    Pickles store dict keys as plain strings, so an official aligner's `mm_projector.0.weight` shows in the
+    archive's `data.pkl` (a few kB); a training `trainer.pt` (optimizer state) or another model's weights do not.
+    """
+    key = f"{KEY_PREFIX}0.weight".encode()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                return any(key in archive.read(name) for name in pickles)
+        with path.open("rb") as handle:  # the legacy torch.save format: the pickle comes first
+            return key in handle.read(1 << 20)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def is_aligner_file(path: str | os.PathLike[str]) -> bool:
-    """Whether `load_aligner` takes this file by its kind: an official `.pth`-style file or our `.safetensors`."""
-    suffix = Path(path).suffix.lower()
-    return suffix in OFFICIAL_SUFFIXES or (suffix in SAFETENSORS_SUFFIXES and safetensors_format(path) == FORMAT_NAME)
+    """Whether this file looks like an aligner `load_aligner` takes: an official `.pth`-style checkpoint whose
+    pickle names the aligner's tensors, or our `.safetensors` (by its metadata). Reads only headers."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in OFFICIAL_SUFFIXES:
+        return _names_aligner_tensors(path)
+    return suffix in SAFETENSORS_SUFFIXES and safetensors_format(path) == FORMAT_NAME
 
 
 def load_aligner(path: str | os.PathLike[str], device: torch.device | str = "cpu",
@@ -191,7 +230,7 @@ def _load_safetensors(path: Path, device: torch.device | str, dtype: torch.dtype
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
             input_size, output_size = _check_shapes(path, shapes)
             state = {k: handle.get_tensor(k) for k in expected_shapes(input_size, output_size)}
-    except SafetensorError as error:
+    except (SafetensorError, OSError) as error:
         raise ValueError(
             f"{path.name} could not be read as safetensors ({error}); the file is truncated or damaged. "
             f"Download or export it again."
@@ -202,23 +241,55 @@ def _load_safetensors(path: Path, device: torch.device | str, dtype: torch.dtype
             f"{metadata.get('format')!r}, expected {FORMAT_NAME!r})."
         )
     for key, actual in (("source_hidden_size", input_size), ("output_size", output_size)):
-        if int(metadata.get(key, actual)) != actual:
-            raise ValueError(f"{path.name}: metadata says {key}={metadata[key]} but the tensors have {actual}.")
+        written = metadata.get(key, str(actual))
+        if not written.isdigit():
+            raise ValueError(f"{path.name}: metadata entry {key} is {written!r}, expected a whole number ({actual}, "
+                             f"what the tensors have). Re-export the aligner, or fix the entry.")
+        if int(written) != actual:
+            raise ValueError(f"{path.name}: metadata says {key}={written} but the tensors have {actual}.")
     recipe = metadata.get("token_recipe", "")
     if recipe not in RECIPE_VARIANTS:
         raise ValueError(f"{path.name}: unknown token_recipe {recipe!r}; known: {sorted(RECIPE_VARIANTS)}.")
-    info = AlignerInfo(
-        source_model_id=metadata.get("source_model_id", "unknown"),
-        token_recipe=recipe,
-        provenance=json.loads(metadata.get("provenance", "{}")),
-        source_family=metadata.get("source_family", ""),
-    )
+    provenance_text = metadata.get("provenance", "{}")
+    try:
+        provenance = json.loads(provenance_text)
+    except json.JSONDecodeError:
+        provenance = None
+    if not isinstance(provenance, dict):
+        raise ValueError(f"{path.name}: metadata entry provenance is {provenance_text[:80]!r}, expected a JSON object. "
+                         f"Re-export the aligner, or fix the entry.")
+    info = AlignerInfo(metadata.get("source_model_id", "unknown"), recipe, provenance,
+                       source_family=metadata.get("source_family", ""))
+    _check_values(path, state)
     return _build(state, input_size, output_size, info, device, dtype)
+
+
+OFFICIAL_SOURCE_HINT = "Download the real file from Hugging Face Mifucius/ThinkDiff (or export your own aligner again)."
+
+_NOT_A_CHECKPOINT = (
+    (b"version https://git-lfs", "a Git LFS pointer (a text stub that stands for the real file), not the checkpoint; "
+                                 "run `git lfs pull` in the clone it came from, or"),
+    (b"<!doctype html", "a web page (HTML), not a checkpoint: a download saved a login or error page;"),
+    (b"<html", "a web page (HTML), not a checkpoint: a download saved a login or error page;"),
+)
+
+
+def _refuse_non_checkpoint(path: Path) -> None:
+    """Name what a file that cannot be a torch checkpoint actually is, before torch tries to unpickle it."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head:
+        raise ValueError(f"{path.name} is empty (0 bytes): the download or copy did not finish. {OFFICIAL_SOURCE_HINT}")
+    start = head.lstrip().lower()
+    for prefix, what in _NOT_A_CHECKPOINT:
+        if start.startswith(prefix):
+            raise ValueError(f"{path.name} is {what} {OFFICIAL_SOURCE_HINT[0].lower()}{OFFICIAL_SOURCE_HINT[1:]}")
 
 
 def read_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """`torch.load` with `weights_only=True` (memory-mapped when possible), with errors a user can act on."""
     path = _validated_path(path)
+    _refuse_non_checkpoint(path)
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -263,6 +334,7 @@ def _load_official(path: Path, device: torch.device | str, dtype: torch.dtype | 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for k, v in state.items() if k.startswith(KEY_PREFIX)):
         raise ValueError(f"{path.name}: its 'model' entry is not a dict of tensors; not an official ThinkDiff checkpoint.")
     input_size, output_size = _check_shapes(path, {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)})
+    _check_values(path, state)
     return _build(state, input_size, output_size, _official_info(path, checkpoint, input_size), device, dtype)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .aligner import T5_HIDDEN_SIZE
+
 MODES = ("replace", "prepend", "append")
 
 Conditioning = list[list[Any]]
@@ -42,6 +44,13 @@ def merge_conditioning(base: Conditioning, aligned: torch.Tensor, mode: str = "r
         raise ValueError("The base conditioning is empty; connect the output of a FLUX text encode node.")
     merged = []
     for cond, extras in base:
+        if cond.shape[-1] != aligned.shape[-1] and cond.shape[-1] == T5_HIDDEN_SIZE:
+            raise ValueError(
+                f"The aligner writes {aligned.shape[-1]}-wide features but the base conditioning is T5-XXL "
+                f"({T5_HIDDEN_SIZE} wide, shape {tuple(cond.shape)}): this aligner was not trained for T5-XXL models. "
+                f"Load an aligner with output size {T5_HIDDEN_SIZE} (the official thinkdiff_lvlm.pth / thinkdiff_clip.pth "
+                f"or one trained with Flan-T5-XXL as the decoder)."
+            )
         if cond.shape[-1] != aligned.shape[-1]:
             raise ValueError(
                 f"The base conditioning has width {cond.shape[-1]} (shape {tuple(cond.shape)}) but the aligned "

@@ -32,9 +32,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I") and values.max(initial=0) > 255 else 255.0
-        if image.mode == "F" and values.max(initial=0) <= 1.0:
-            peak = 1.0
+        # The mode's bit depth decides the scale, never the values: a dark 16-bit scan stays dark.
+        # 32-bit "I" images are what Pillow makes of 16-bit data from older formats, so they read as 16-bit too.
+        peak = 65535.0
+        if image.mode == "F":
+            peak = 1.0 if values.max(initial=0) <= 1.0 else 255.0
         gray = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -94,6 +94,10 @@ def compose_prompt(images: list[Image.Image], words: list[str], instruction: str
 
 def build_prompt(preset: str, images: list[Image.Image], words: list[str], custom_instruction: str = "") -> Prompt:
     """The prompt for a preset name: `cobsat_reasoning`, `compose`, or `custom` (your instruction)."""
+    blank = [index + 1 for index, word in enumerate(words) if not word.strip()]
+    if blank:
+        raise ValueError(f"Word {blank[0]} of {len(words)} is empty ({words}); every word needs text (one word per line, "
+                         f"blank lines are skipped).")
     if preset == "cobsat_reasoning":
         return cobsat_prompt(images, words)
     if preset == "compose":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
 from .families import FAMILIES
+from .files import check_safetensors_files, read_json_object
 from .memory import choose_precision
 from .precision import Precision, resolve_precision
 from .progress import reporting_progress
@@ -37,6 +40,10 @@ PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|v
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+class UnusableImage(ValueError):
+    """A picture the VLM's image processor cannot take; training precompute skips and counts these."""
 
 
 @dataclass
@@ -55,7 +62,7 @@ class GenerationSettings:
                 f"need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens; got "
                 f"min_new_tokens={self.min_new_tokens}, max_new_tokens={self.max_new_tokens}."
             )
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
 
 
@@ -108,7 +115,7 @@ def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def _check_model_type(folder: Path, trust_remote_code: bool) -> str:
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")
     model_type = config.get("model_type", "")
     if model_type not in SUPPORTED_MODEL_TYPES and not trust_remote_code:
         raise ValueError(
@@ -200,6 +207,7 @@ class VisionLanguageModel:
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
+        check_safetensors_files(folder)
         target = compute_device(device)
         precision = choose_precision(dtype, folder, target, trust_remote_code)
         quantization = precision.quantization_config()
@@ -242,7 +250,7 @@ class VisionLanguageModel:
         images = [image for p in prompts for image in p.images]
         inputs: dict[str, torch.Tensor] = {}
         if images:
-            vision = self.image_processor(images=images, return_tensors="pt")
+            vision = self._process_images(images)
             inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
             merge = self.image_processor.merge_size ** 2
             counts = iter((vision["image_grid_thw"].prod(-1) // merge).tolist())
@@ -255,6 +263,22 @@ class VisionLanguageModel:
         if self._wants_mm_token_type_ids:
             inputs["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.int32)
         return inputs
+
+    def _process_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """The image processor's pixels; a picture it refuses (e.g. an aspect ratio past Qwen-VL's 200:1) is named."""
+        try:
+            return self.image_processor(images=images, return_tensors="pt")
+        except ValueError as error:
+            for number, image in enumerate(images, start=1):
+                try:
+                    self.image_processor(images=[image], return_tensors="pt")
+                except ValueError as refused:
+                    width, height = image.size
+                    raise UnusableImage(
+                        f"Picture {number} ({width}x{height} pixels, aspect ratio {max(width, height) / min(width, height):.0f}:1) "
+                        f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square."
+                    ) from refused
+            raise UnusableImage(f"The images could not be prepared for {self.model_id}: {error}.") from error
 
     @staticmethod
     def _expand_images(text: str, expected: int, counts) -> str:
@@ -279,6 +303,7 @@ class VisionLanguageModel:
         """
         device = self.device
         inputs = {k: v.to(device) for k, v in self.prepare(prompts).items()}
+        self._check_context(inputs["input_ids"].shape[1], settings.max_new_tokens)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0) \
@@ -308,6 +333,21 @@ class VisionLanguageModel:
         return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated,
                                source_family=self.family)
 
+    @property
+    def context_length(self) -> int:
+        """How many positions (prompt + generated) the language model was trained for."""
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        return int(text_config.max_position_embeddings)
+
+    def _check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        if prompt_tokens + max_new_tokens > self.context_length:
+            room = self.context_length - prompt_tokens
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} does not fit: the prompt (with its images) takes {prompt_tokens} of "
+                f"{self.model_id}'s {self.context_length} context positions, leaving {max(room, 0)}. Lower "
+                f"max_new_tokens to at most {max(room, 0)} (the paper uses 128), or use fewer or smaller images."
+            )
+
     def _lengths(self, generated: torch.Tensor) -> list[int]:
         """Per row: generated tokens up to and including the first EOS (all of them if none)."""
         is_eos = torch.isin(generated, torch.tensor(self.eos_token_ids))
@@ -317,6 +357,6 @@ class VisionLanguageModel:
 
 def _model_id_of(folder: Path) -> str:
     """A readable id for a local folder: its `_name_or_path` if it names a Hub repo, else the folder name."""
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")
     name = str(config.get("_name_or_path", ""))
     return name if HUB_ID.match(name) else folder.name
