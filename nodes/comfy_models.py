@@ -16,8 +16,17 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 
-from .model_folders import find_aligner_files, find_model_folders, find_vision_models, resolve_vision_model
-from .spec import ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VISION_FOLDER_KEYS, VLM_FOLDER_KEYS
+from .model_folders import (
+    ALIGNER_FOLDER_KEY,
+    ALIGNER_SUFFIXES,
+    VISION_FOLDER_KEYS,
+    VLM_FOLDER_KEYS,
+    find_aligner_files,
+    find_model_folders,
+    find_vision_models,
+    resolve_vision_model,
+    resolve_vlm_folder,
+)
 
 Wrapped = TypeVar("Wrapped")
 
@@ -44,12 +53,12 @@ def _roots(keys: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(path for key in keys for path in folder_paths.get_folder_paths(key)))
 
 
-def vlm_roots() -> list[str]:
-    return _roots(VLM_FOLDER_KEYS)
-
-
 def list_vlm_folders() -> list[str]:
-    return find_model_folders(vlm_roots())
+    return find_model_folders(_roots(VLM_FOLDER_KEYS))
+
+
+def vlm_folder_path(name: str) -> str:
+    return str(resolve_vlm_folder(_roots(VLM_FOLDER_KEYS), name))
 
 
 def list_vision_models() -> list[str]:

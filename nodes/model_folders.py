@@ -15,10 +15,17 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ..thinkdiff_core.checkpoint import is_aligner_file
+from ..thinkdiff_core.checkpoint import OFFICIAL_SUFFIXES, SAFETENSORS_SUFFIXES, is_aligner_file
 from ..thinkdiff_core.vision import is_vision_source
 
 CONFIG_FILE = "config.json"
+
+VLM_FOLDER_KEYS = ("vlm", "LLM")
+"""ComfyUI model-folder keys (models/vlm/, models/LLM/, and extra_model_paths.yaml entries) searched for VLMs."""
+ALIGNER_FOLDER_KEY = "thinkdiff"
+ALIGNER_SUFFIXES = SAFETENSORS_SUFFIXES + OFFICIAL_SUFFIXES
+VISION_FOLDER_KEYS = (ALIGNER_FOLDER_KEY, "clip_vision")
+"""Keys searched for the ThinkDiff-CLIP vision tower: models/thinkdiff/ and ComfyUI's own models/clip_vision/."""
 
 Roots = Iterable[str | os.PathLike[str]]
 
@@ -73,8 +80,8 @@ def _searched(roots: list[Path]) -> str:
     return ", ".join(str(root) for root in roots) or "(no folders registered)"
 
 
-def resolve_model_folder(roots: Roots, name: str) -> Path:
-    """The folder `name` (holding config.json) under the first root that has it."""
+def resolve_vlm_folder(roots: Roots, name: str) -> Path:
+    """The VLM folder `name` (holding config.json) under the first root that has it."""
     roots = [Path(root) for root in roots]
     folder = _under_roots(roots, name, lambda candidate: (candidate / CONFIG_FILE).is_file())
     if folder is None:

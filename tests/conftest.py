@@ -68,7 +68,7 @@ def colour_images():
 
 # --- The repository as the package ComfyUI imports (shared by tests/nodes and tests/comfyui) -------------
 # ComfyUI imports the repository folder as a package and the node modules use relative imports
-# (`from ..thinkdiff_core import ...`). `pack_module("nodes.spec")` imports a module the same way without
+# (`from ..thinkdiff_core import ...`). `pack_module("nodes.operations")` imports a module the same way without
 # running the root __init__ (ComfyUI's entry point), and maps `<pack>.thinkdiff_core` onto the one
 # `thinkdiff_core` the other tests use, so there is a single copy of every class.
 

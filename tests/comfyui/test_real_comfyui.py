@@ -26,16 +26,13 @@ from harness import status_messages  # noqa: E402  (tests/comfyui is on sys.path
 from PIL import Image
 from stand_ins import STAND_IN_NODE_ID
 
+from tests.nodes.widgets import NODES
+
 pytestmark = pytest.mark.comfyui
 
 OURS = ("ThinkDiffVLMLoader", "ThinkDiffAlignerLoader", "ThinkDiffReason", "ThinkDiffConditioning",
         "ThinkDiffVisionLoader", "ThinkDiffVisionEncode")
 WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_clip_compose", "thinkdiff_clip_image_text"]
-
-
-@pytest.fixture(scope="module")
-def spec(pack_module):
-    return pack_module("nodes.spec")
 
 
 def node_ids(prompt: dict, class_type: str) -> list[str]:
@@ -80,34 +77,60 @@ def test_the_pack_loads_and_registers_its_nodes(server):
     assert set(OURS) <= set(info)
 
 
+WIDGET_KINDS = ("COMBO", "INT", "FLOAT", "STRING", "BOOLEAN")
+
+
 @pytest.mark.parametrize("node_id", OURS)
-def test_comfyui_schemas_match_the_declarative_specs(server, spec, node_id):
-    node_spec = spec.NODES_BY_ID[node_id]
+def test_the_widget_table_equals_the_real_schema(server, node_id):
+    """tests/nodes/widgets.py (what the default suite checks the workflows with) is what ComfyUI serves."""
+    table = NODES[node_id]
     info = server.get(f"/object_info/{node_id}")[node_id]
-    assert (info["display_name"], info["category"], info["description"]) == (
-        node_spec.display_name, node_spec.category, node_spec.description)
-    assert info["input_order"]["required"] == [i.name for i in node_spec.inputs]
-    for put in node_spec.inputs:
-        kind, options = info["input"]["required"][put.name]
-        assert options["tooltip"] == put.tooltip
-        if put.grow is not None:
-            assert kind == "COMFY_AUTOGROW_V3"
-            assert (options["template"]["prefix"], options["template"]["min"], options["template"]["max"]) == (
-                put.grow.prefix, put.grow.minimum, put.grow.maximum)
-            assert list(options["template"]["input"]["required"].values())[0][0] == put.type
-            continue
-        assert kind == put.type
-        expected = put.widget_kwargs()
-        for key in ("default", "min", "max", "step", "multiline", "placeholder", "control_after_generate"):
-            assert options.get(key) == expected.get(key), (put.name, key)
-        if put.type == "COMBO":
-            if put.live_options is None:
-                assert options["options"] == list(put.options)
+    assert info["display_name"] and info["category"].endswith("/thinkdiff") and len(info["description"]) > 40
+    assert not info["input"].get("optional")
+    order = info["input_order"]["required"]
+    required = info["input"]["required"]
+    widgets = [name for name in order if required[name][0] in WIDGET_KINDS]
+    grows = [name for name in order if required[name][0] == "COMFY_AUTOGROW_V3"]
+    sockets = [name for name in order if name not in widgets and name not in grows]
+    assert (widgets, grows, sockets) == ([w.name for w in table.widgets], list(table.grows), list(table.required))
+    for name in order:
+        assert len(required[name][1]["tooltip"]) > 20, name
+    for name in grows:
+        template = required[name][1]["template"]
+        assert (template["prefix"], template["min"], template["max"]) == ("image", 1, 16)
+        assert list(template["input"]["required"].values())[0][0] == "IMAGE"
+    for widget in table.widgets:
+        kind, options = required[widget.name]
+        assert kind == widget.kind, widget.name
+        assert options.get("default") == widget.default, widget.name
+        assert (options.get("min"), options.get("max"), options.get("step")) == (
+            widget.minimum, widget.maximum, widget.step), widget.name
+        assert bool(options.get("control_after_generate")) == widget.control_after_generate, widget.name
+        assert bool(options.get("multiline")) == widget.multiline, widget.name
+        if kind == "COMBO":
+            if widget.options is None:
+                assert options["options"], f"{widget.name}: the stand-in files should be listed"
+                assert all(widget.check_value(choice) is None for choice in options["options"]), widget.name
             else:
-                assert options["options"], f"{put.name}: the stand-in files should be listed"
-    assert info["output"] == [o.type for o in node_spec.outputs]
-    assert info["output_name"] == [o.name for o in node_spec.outputs]
-    assert info["output_tooltips"] == [o.tooltip for o in node_spec.outputs]
+                assert options["options"] == list(widget.options), widget.name
+    assert info["output"] == list(table.outputs)
+    assert len(info["output_name"]) == len(info["output_tooltips"]) == len(table.outputs)
+    assert all(len(tooltip) > 20 for tooltip in info["output_tooltips"])
+
+
+def test_socket_types_chain_the_loaders_through_the_token_sources_to_conditioning(server):
+    info = {node_id: server.get(f"/object_info/{node_id}")[node_id] for node_id in OURS}
+
+    def socket(node_id: str, name: str) -> str:
+        return info[node_id]["input"]["required"][name][0]
+
+    assert info["ThinkDiffVLMLoader"]["output"] == [socket("ThinkDiffReason", "vlm")] == ["THINKDIFF_VLM"]
+    assert info["ThinkDiffVisionLoader"]["output"] == [socket("ThinkDiffVisionEncode", "vision")] == ["THINKDIFF_VISION"]
+    assert info["ThinkDiffAlignerLoader"]["output"] == [socket("ThinkDiffConditioning", "aligner")]
+    tokens = socket("ThinkDiffConditioning", "tokens")
+    assert info["ThinkDiffReason"]["output"] == [tokens, "STRING"] and info["ThinkDiffVisionEncode"]["output"] == [tokens]
+    assert socket("ThinkDiffConditioning", "conditioning") == "CONDITIONING"
+    assert info["ThinkDiffConditioning"]["output"] == ["CONDITIONING"]
 
 
 def test_loaders_list_model_folders_from_models_and_extra_model_paths(server):
@@ -137,12 +160,12 @@ def test_the_template_browser_lists_the_workflows(server):
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
-def test_the_frontend_reads_our_widget_values_as_the_spec_does(spec, editor_workflows, api_workflows, name):
+def test_the_frontend_reads_our_widget_values_as_the_table_does(editor_workflows, api_workflows, name):
     for node in editor_workflows[name]["nodes"]:
         if node["type"] in OURS:
             converted = api_workflows[name][str(node["id"])]["inputs"]
             widgets = {key: value for key, value in converted.items() if not isinstance(value, list)}
-            assert widgets == spec.NODES_BY_ID[node["type"]].widget_inputs(node.get("widgets_values", []))
+            assert widgets == NODES[node["type"]].widget_inputs(node.get("widgets_values", []))
 
 
 @pytest.mark.parametrize("name", ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose"])

@@ -14,11 +14,6 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 
 @pytest.fixture(scope="session")
-def spec(pack_module):
-    return pack_module("nodes.spec")
-
-
-@pytest.fixture(scope="session")
 def operations(pack_module):
     return pack_module("nodes.operations")
 

@@ -1,5 +1,7 @@
 """The load-time transformers check (ComfyUI owns transformers; requirements.txt does not list it)."""
 
+from importlib import metadata
+
 import pytest
 
 
@@ -20,4 +22,5 @@ def test_missing_transformers_is_named(environment):
 
 
 def test_the_installed_transformers_passes(environment):
-    environment.require_transformers()
+    assert environment.transformers_problem(metadata.version("transformers")) is None
+    environment.require_transformers()  # raises ImportError where the check disagrees with the line above

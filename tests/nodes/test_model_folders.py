@@ -40,20 +40,20 @@ def test_resolves_a_name_under_the_first_root_that_has_it(model_folders, tmp_pat
     make_model(tmp_path / "LLM" / "Qwen2-VL-7B-Instruct")
     nested = make_model(tmp_path / "LLM" / "Qwen" / "Qwen3-VL-8B-Instruct")
     roots = [tmp_path / "vlm", tmp_path / "LLM"]
-    assert model_folders.resolve_model_folder(roots, "Qwen2-VL-7B-Instruct") == first
-    assert model_folders.resolve_model_folder(roots, "Qwen/Qwen3-VL-8B-Instruct") == nested
+    assert model_folders.resolve_vlm_folder(roots, "Qwen2-VL-7B-Instruct") == first
+    assert model_folders.resolve_vlm_folder(roots, "Qwen/Qwen3-VL-8B-Instruct") == nested
 
 
 @pytest.mark.parametrize("name", ["../secret", "Qwen/../../secret", "/etc", ""])
 def test_refuses_names_that_leave_the_model_folders(model_folders, tmp_path, name):
     make_model(tmp_path / "secret")
     with pytest.raises(ValueError, match="not a model name"):
-        model_folders.resolve_model_folder([tmp_path / "vlm"], name)
+        model_folders.resolve_vlm_folder([tmp_path / "vlm"], name)
 
 
 def test_a_missing_folder_names_where_it_looked_and_what_to_do(model_folders, tmp_path):
     with pytest.raises(FileNotFoundError) as missing:
-        model_folders.resolve_model_folder([tmp_path / "vlm", tmp_path / "LLM"], "Qwen2-VL-7B-Instruct")
+        model_folders.resolve_vlm_folder([tmp_path / "vlm", tmp_path / "LLM"], "Qwen2-VL-7B-Instruct")
     message = str(missing.value)
     assert str(tmp_path / "vlm") in message and str(tmp_path / "LLM") in message and "config.json" in message
 
@@ -99,7 +99,9 @@ def test_aligner_list_leaves_out_vision_files_and_model_shards(model_folders, mo
 def test_every_listed_vision_model_loads_and_encodes_like_the_folder(model_folders, model_tree, vision_encoder):
     picture = [Image.new("RGB", (50, 30), "orange")]
     expected = vision_encoder.encode(picture).features
-    for name in model_folders.find_vision_models(model_tree):
+    names = model_folders.find_vision_models(model_tree)
+    assert len(names) == 3  # the folder in each model folder and the converted file: none left untried
+    for name in names:
         path = model_folders.resolve_vision_model(model_tree, name)
         tokens = VisionEncoder.from_pretrained(path, dtype="fp32", device="cpu").encode(picture)
         torch.testing.assert_close(tokens.features, expected)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.nodes.widgets import NODES
 from thinkdiff_core import build_prompt, parse_words
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,25 +101,24 @@ def test_editor_format_and_consistent_links(workflows, name):
 
 
 @pytest.mark.parametrize("name", [path.stem for path in WORKFLOWS])
-def test_node_types_are_ours_or_comfyui_core(workflows, spec, name):
+def test_node_types_are_ours_or_comfyui_core(workflows, name):
     types = {node["type"] for node in workflows[name]["nodes"]}
-    unknown = types - set(spec.NODES_BY_ID) - set(CORE_NODE_TYPES)
+    unknown = types - set(NODES) - set(CORE_NODE_TYPES)
     assert not unknown, f"{name} uses node types that are neither ours nor in ComfyUI core: {unknown}"
 
 
 @pytest.mark.parametrize("name", [path.stem for path in WORKFLOWS])
-def test_our_nodes_widget_values_and_sockets_fit_the_schemas(workflows, spec, name):
+def test_our_nodes_widget_values_and_sockets_fit_the_schemas(workflows, name):
     for node in workflows[name]["nodes"]:
-        node_spec = spec.NODES_BY_ID.get(node["type"])
+        node_spec = NODES.get(node["type"])
         if node_spec is None:
             continue
         assert node_spec.check_widgets_values(node.get("widgets_values", [])) == []  # none stored for a node without widgets
         for put in node["inputs"]:
             assert put["name"] in node_spec.socket_names(), (node["type"], put["name"])
-        required = [i.name for i in node_spec.inputs if not i.is_widget and i.grow is None and not i.optional]
         connected = {put["name"] for put in node["inputs"] if put.get("link") is not None}
-        assert set(required) <= connected, (node["type"], set(required) - connected)
-        assert [o["type"] for o in node["outputs"]] == [o.type for o in node_spec.outputs]
+        assert set(node_spec.required) <= connected, (node["type"], set(node_spec.required) - connected)
+        assert [o["type"] for o in node["outputs"]] == list(node_spec.outputs)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_FILES))
@@ -145,12 +145,12 @@ def assert_flux_tail(workflow: dict, condition: dict, size: int) -> None:
 
 
 @pytest.mark.parametrize("name", LVLM_WORKFLOWS)
-def test_the_reference_flux_recipe(workflows, spec, name):
+def test_the_reference_flux_recipe(workflows, name):
     """ThinkDiff-LVLM inference: aligned tokens replace the prompt of an empty-prompt base (its pooled CLIP-L
     vector kept), FLUX.1-dev, guidance 3.5, 28 steps, 512x512, the VLM's text shown."""
     workflow = workflows[name]
     condition = the(workflow, "ThinkDiffConditioning")
-    assert spec.CONDITIONING.widget_inputs(condition["widgets_values"])["mode"] == "replace"
+    assert NODES["ThinkDiffConditioning"].widget_inputs(condition["widgets_values"])["mode"] == "replace"
     base, _ = linked_from(workflow, condition, "conditioning")
     assert base["type"] == "FluxGuidance" and base["widgets_values"] == [3.5]
     encode, _ = linked_from(workflow, base, "conditioning")
@@ -164,13 +164,13 @@ def test_the_reference_flux_recipe(workflows, spec, name):
 
 
 @pytest.mark.parametrize("name, pictures", [("thinkdiff_clip_compose", 2), ("thinkdiff_clip_image_text", 1)])
-def test_the_reference_clip_recipe(workflows, spec, name, pictures):
+def test_the_reference_clip_recipe(workflows, name, pictures):
     """ThinkDiff-CLIP inference: [aligned picture 1, ..., the prompt's own T5 tokens] (prepend), the prompt's pooled
     CLIP-L vector kept, FLUX.1-dev, guidance 3.5, 28 steps, 1024x1024 (the reference test configs)."""
     workflow = workflows[name]
     assert {node["type"] for node in workflow["nodes"]}.isdisjoint({"ThinkDiffVLMLoader", "ThinkDiffReason"})
     condition = the(workflow, "ThinkDiffConditioning")
-    assert spec.CONDITIONING.widget_inputs(condition["widgets_values"])["mode"] == "prepend"
+    assert NODES["ThinkDiffConditioning"].widget_inputs(condition["widgets_values"])["mode"] == "prepend"
     assert linked_from(workflow, condition, "aligner")[0]["type"] == "ThinkDiffAlignerLoader"
     base, _ = linked_from(workflow, condition, "conditioning")
     assert base["type"] == "FluxGuidance" and base["widgets_values"] == [3.5]
@@ -191,10 +191,10 @@ def test_the_reference_clip_recipe(workflows, spec, name, pictures):
     ("thinkdiff_lvlm_reasoning", "cobsat_reasoning", 2),
     ("thinkdiff_lvlm_compose", "compose", 3),
 ])
-def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, spec, name, preset, pictures):
+def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, name, preset, pictures):
     workflow = workflows[name]
     reason = the(workflow, "ThinkDiffReason")
-    inputs = spec.REASON.widget_inputs(reason["widgets_values"])
+    inputs = NODES["ThinkDiffReason"].widget_inputs(reason["widgets_values"])
     assert inputs["preset"] == preset
     images = [put for put in reason["inputs"] if put["name"].startswith("images.") and put.get("link") is not None]
     assert [put["name"] for put in images] == [f"images.image{i}" for i in range(pictures)]
