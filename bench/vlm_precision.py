@@ -158,8 +158,12 @@ def main() -> None:
     parser.add_argument("--full-size", action="store_true", help="all 28 decoder layers and 32 vision blocks")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 2, full size 28)")
     parser.add_argument("--device", default=None, help="override the device (e.g. --gpu --device cpu as a smoke run)")
-    parser.add_argument("--tokens", type=int, default=None, help="new tokens (default 16 on the CPU, 128 with --gpu)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=None,
+                        help="tokens forced for the feature comparison and generated per decode timing "
+                             "(default 16 on the CPU, 128 with --gpu)")
+    parser.add_argument("--decode-tokens", type=int, default=None,
+                        help="tokens per decode timing (default --tokens; 4 on the CPU, where fp8 decodes slowly)")
+    parser.add_argument("--repeats", type=int, default=1, help="generations per decode timing")
     parser.add_argument("--image-size", type=int, default=448)
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if args.gpu else "cpu"))
@@ -168,6 +172,7 @@ def main() -> None:
     layers = args.layers or (28 if args.full_size else 2)
     vision_depth = 32 if args.full_size else min(layers, 32)
     tokens = args.tokens or (128 if args.gpu else 16)
+    decode_tokens = args.decode_tokens or (tokens if device.type == "cuda" else 4)
 
     with tempfile.TemporaryDirectory(prefix="thinkdiff-precision-") as workdir:
         started = time.perf_counter()
@@ -203,7 +208,7 @@ def main() -> None:
             else:
                 rows[f"{weights}_feature_cosine"] = f"{cosine(features, reference):.6f}"
                 rows[f"{weights}_aligned_cosine"] = f"{cosine(aligned, reference_aligned):.6f}"
-            per_token = decode_seconds_per_token(vlm, prompt, tokens, device, args.repeats)
+            per_token = decode_seconds_per_token(vlm, prompt, decode_tokens, device, args.repeats)
             rows[f"{weights}_decode_s_per_token"] = f"{per_token:.4f}"
             rows[f"{weights}_weight_bytes_as_loaded"] = str(weight_bytes(vlm.model))
             rows[f"{weights}_bytes_per_linear_weight"] = f"{bytes_per_quantizable_weight(vlm):.4f}"
