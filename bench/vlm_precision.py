@@ -9,7 +9,9 @@ layers and 2 vision blocks; `--full-size` keeps all 28 and 32 (a GPU's job). Row
   measured on the loaded model, applied to the full model's exact weight census (the 2-layer cut's own
   ratio, dominated by its embeddings and head, is the `*_weight_ratio_as_loaded` row).
 - `*_feature_cosine`: captured final-norm features against bf16's on the same tokens (bf16's greedy
-  answer forced through each model); `*_aligned_cosine`: the same after a real-size random aligner.
+  answer forced through each model); `*_aligned_cosine`: the same after a real-size random aligner;
+  `*_one_linear_cosine`: one quantized Linear's output on a fixed input (the format's own error: e4m3
+  keeps 3 mantissa bits, ~3.6% RMS per weight; random layers compound it, trained ones far less).
 - `*_decode_ratio`: decode time per token relative to bf16 (median gap between consecutive tokens).
 
 `--gpu` adds per precision: peak GPU memory, tokens/s over `--tokens` new tokens, the share of the
@@ -62,7 +64,7 @@ def qwen2_vl_7b_config(tokenizer_ids: dict[str, int], layers: int, vision_depth:
     )
 
 
-def write_random_qwen2_vl_7b(folder: Path, layers: int, vision_depth: int) -> Path:
+def write_random_qwen2_vl_7b(folder: Path, layers: int, vision_depth: int, device: str = "cpu") -> Path:
     """A loadable folder: the tiny tokenizer and chat template, Qwen's own image-size bounds, and random bf16
     weights at Qwen2-VL-7B's widths (std 0.02, as its initializer)."""
     import json
@@ -74,8 +76,9 @@ def write_random_qwen2_vl_7b(folder: Path, layers: int, vision_depth: int) -> Pa
     ids = {t: tiny.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
                                                                  "<|vision_end|>")}
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration._from_config(qwen2_vl_7b_config(ids, layers, vision_depth),
-                                                         dtype=torch.bfloat16)
+    with torch.device(device):  # a GPU fills 8 B random weights in seconds
+        model = Qwen2VLForConditionalGeneration._from_config(qwen2_vl_7b_config(ids, layers, vision_depth),
+                                                             dtype=torch.bfloat16)
     model.generation_config = tiny.model.generation_config
     for name in [p.name for p in folder.glob("model*.safetensors*")]:
         (folder / name).unlink()
@@ -176,13 +179,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="thinkdiff-precision-") as workdir:
         started = time.perf_counter()
-        folder = write_random_qwen2_vl_7b(Path(workdir) / "random-qwen2-vl-7b", layers, vision_depth)
+        folder = write_random_qwen2_vl_7b(Path(workdir) / "random-qwen2-vl-7b", layers, vision_depth, device.type)
         print(f"wrote the random model ({layers} layers, {vision_depth} vision blocks) in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         images = [Image.new("RGB", (args.image_size, args.image_size), colour) for colour in ("white", "blue")]
         prompt = cobsat_prompt(images, ["white", "blue", "red"])
         torch.manual_seed(1)
         aligner = Aligner(3584, 4096).eval()
+        probe_input = torch.randn(64, 3584).to(torch.bfloat16)
         rows: dict[str, str] = {}
         reference = reference_aligned = None
         token_ids = None
@@ -200,14 +204,17 @@ def main() -> None:
                 answer = vlm.generate([prompt], settings)
                 token_ids = answer.token_ids[0]
             features = forced_features(vlm, prompt, token_ids)
+            with torch.no_grad():  # one Linear on a fixed input: the storage format's own error, before compounding
+                linear_out = vlm.model.model.language_model.layers[0].mlp.up_proj(probe_input.to(device)).float().cpu()
             with torch.no_grad():
                 aligned = aligner(features)
             if reference is None:
-                reference, reference_aligned = features, aligned
+                reference, reference_aligned, reference_linear = features, aligned, linear_out
                 rows["bf16_hook_vs_forced_cosine"] = f"{cosine(answer.features[0], features):.6f}"
             else:
                 rows[f"{weights}_feature_cosine"] = f"{cosine(features, reference):.6f}"
                 rows[f"{weights}_aligned_cosine"] = f"{cosine(aligned, reference_aligned):.6f}"
+                rows[f"{weights}_one_linear_cosine"] = f"{cosine(linear_out, reference_linear):.6f}"
             per_token = decode_seconds_per_token(vlm, prompt, decode_tokens, device, args.repeats)
             rows[f"{weights}_decode_s_per_token"] = f"{per_token:.4f}"
             rows[f"{weights}_weight_bytes_as_loaded"] = str(weight_bytes(vlm.model))

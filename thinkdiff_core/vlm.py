@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -29,7 +30,7 @@ from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTo
 from .families import FAMILIES
 from .files import check_safetensors_files, read_json_object
 from .memory import choose_precision
-from .precision import Precision, resolve_precision
+from .precision import Precision, gib, resolve_precision, weight_bytes
 from .progress import reporting_progress
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
@@ -40,6 +41,7 @@ PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|v
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+logger = logging.getLogger(__name__)
 
 
 class UnusableImage(ValueError):
@@ -222,6 +224,7 @@ class VisionLanguageModel:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
         model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
+        logger.info("ThinkDiff: loaded %s in %s, %s of weights", model_id, precision, gib(weight_bytes(model)))
         return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
 
     @property
