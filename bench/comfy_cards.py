@@ -184,7 +184,7 @@ def main() -> None:
         base = Path(workdir)
         started = time.perf_counter()
         pictures = write_models(base, args.smoke)
-        (base / "extra_model_paths.yaml").write_text("")
+        (base / "extra_model_paths.yaml").write_text(f"thinkdiff_cards:\n    base_path: {base}\n")
         print(f"wrote the models in {time.perf_counter() - started:.0f} s", flush=True)
         for card in cards:
             extra = () if args.smoke else ("--reserve-vram", f"{max(0.0, total_gb - card):.2f}")

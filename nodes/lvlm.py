@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 from ..thinkdiff_core import PRESETS, GenerationSettings, VisionLanguageModel
 from ..thinkdiff_core.memory import choose_precision
-from ..thinkdiff_core.precision import PRECISIONS
+from ..thinkdiff_core.precision import PRECISIONS, folder_census
 from . import comfy_types as types
 from .comfy_models import ManagedVLM, device_options, device_room, list_vlm_folders, load_device, vlm_folder_path
 from .operations import reason, token_callback
@@ -51,9 +51,13 @@ class ThinkDiffVLMLoader(io.ComfyNode):
     def execute(cls, model: str, dtype: str, trust_remote_code: bool, device: str) -> io.NodeOutput:
         folder, target = vlm_folder_path(model), load_device(device)
         precision = choose_precision(dtype, folder, target, trust_remote_code, device_room(target))
+        quantize_on = None
+        if precision.quantized and target.type == "cuda":  # seconds on the GPU, minutes on the CPU
+            model_management.free_memory(folder_census(folder, trust_remote_code).bytes(precision), target)
+            quantize_on = target
         progress = comfy.utils.ProgressBar(1)
         vlm = VisionLanguageModel.from_pretrained(folder, dtype=precision, trust_remote_code=trust_remote_code,
-                                                  on_progress=progress.update_absolute)
+                                                  on_progress=progress.update_absolute, quantize_on=quantize_on)
         return io.NodeOutput(ManagedVLM(vlm, vlm.model, target))
 
 

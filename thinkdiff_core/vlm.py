@@ -197,7 +197,8 @@ class VisionLanguageModel:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype | Precision = "auto",
                         device: torch.device | str | None = None, trust_remote_code: bool = False,
-                        on_progress: Callable[[int, int], None] | None = None) -> "VisionLanguageModel":
+                        on_progress: Callable[[int, int], None] | None = None,
+                        quantize_on: torch.device | str | None = None) -> "VisionLanguageModel":
         """Load from a local folder (or a Hub id), with SDPA attention, in the chosen precision.
 
         `dtype` is a precision (`thinkdiff_core.precision`): `bf16`, `fp16`, `fp32` or a `torch.dtype`;
@@ -205,7 +206,9 @@ class VisionLanguageModel:
         device's half dtype, or fp8 where that does not fit the card). The model stays on the CPU unless
         `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
         resolve `auto` against that device themselves, passing a `Precision`). `on_progress(done, total)`
-        follows transformers' weight-loading loop (transformers >= 5).
+        follows transformers' weight-loading loop (transformers >= 5). `quantize_on` loads (and quantizes) a
+        quantized precision's weights there, then moves them to `device` (default the CPU): bitsandbytes takes
+        minutes on a CPU for what a GPU does in seconds; the GPU briefly holds the quantized weights.
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
@@ -213,14 +216,19 @@ class VisionLanguageModel:
         target = compute_device(device)
         precision = choose_precision(dtype, folder, target, trust_remote_code)
         quantization = precision.quantization_config()
+        placement = {}
+        if quantization is not None:
+            placement["quantization_config"] = quantization
+            if quantize_on is not None:
+                placement["device_map"] = {"": torch.device(quantize_on)}
         with reporting_progress(on_progress):
             model = AutoModelForImageTextToText.from_pretrained(
                 folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
-                **({"quantization_config": quantization} if quantization is not None else {}),
+                **placement,
             )
         model.eval().requires_grad_(False)
-        if device is not None:
-            model.to(target)
+        if device is not None or "device_map" in placement:
+            model.to(target if device is not None else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
         model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)

@@ -166,3 +166,15 @@ def test_loading_reports_progress_to_the_end(tiny_vlm_dirs, weights):
                                         on_progress=lambda done, total: seen.append((done, total)))
     assert len(seen) > 10 and seen[-1][0] == seen[-1][1]  # one step per weight, to the last
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+@pytest.mark.parametrize("weights", ["fp8", "nf4"])
+def test_quantizing_on_a_device_then_resting_on_the_cpu(tiny_vlm_dirs, load, colour_images, weights):
+    """`quantize_on` places the weights while loading (a GPU in ComfyUI; the only device here is the CPU), and the
+    model then rests on the CPU with the same quantized weights and features as a plain load."""
+    quantize_on = "cuda" if torch.cuda.is_available() else "cpu"
+    vlm = VisionLanguageModel.from_pretrained(tiny_vlm_dirs(), dtype=Precision(weights, torch.bfloat16),
+                                              quantize_on=quantize_on)
+    assert vlm.device.type == "cpu" and weight_bytes(vlm.model) == weight_bytes(load(weights).model)
+    prompt = cobsat_prompt(colour_images("red"), ["red", "blue"])
+    assert torch.equal(vlm.generate([prompt], GREEDY).features, load(weights).generate([prompt], GREEDY).features)
