@@ -30,7 +30,6 @@ from .data import (CaptionedImage, FeatureSample, decode_captioned_image, decode
                    image_units, tar_samples, unit_records)
 
 IGNORE_INDEX = -100
-VARIANTS = ("lvlm", "clip")
 CAPTION_MAX_WORDS = 50
 """`blip_caption`'s default `max_words`, which the reference's CLIP config keeps."""
 _CAPTION_PUNCTUATION = re.compile(r'[.!"()*#:;~]')
@@ -170,7 +169,3 @@ def feature_mask(batch: dict, device: torch.device | str = "cpu") -> torch.Tenso
     splits = torch.tensor(batch["splits"], device=device)
     return (torch.arange(width, device=device)[None] < splits[:, None]).long()
 
-
-def check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"model.variant must be one of {VARIANTS}, got {variant!r}.")

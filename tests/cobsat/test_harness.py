@@ -45,6 +45,19 @@ def test_full_loop_writes_images_judgements_and_reports(finished_run):
     assert report["shots"]["2"]["average"] == pytest.approx(sum(t["accuracy"] for t in tasks.values()) / 2)
     table = (finished_run / "report_qwen-tiny.md").read_text()
     assert "| average |" in table and "| 0.417 |" in table
+    assert report["judge"] == {"judge": "qwen-tiny", "dtype": "float32", "max_new_tokens": 4, "decoding": "greedy"}
+    assert "(judge: qwen-tiny, float32)" in table
+
+
+def test_judging_more_with_another_judge_setting_is_refused(finished_run, tmp_path, capsys):
+    out = tmp_path / "other-judge"
+    for name, data in snapshot(finished_run).items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    next((out / "judgements").rglob("*.json")).unlink()
+    assert run(out, "--judge-max-new-tokens", "5") == 2
+    error = capsys.readouterr().err
+    assert "holds judgements made with other settings (max_new_tokens: 4 -> 5)" in error and "judge_qwen-tiny.json" in error
 
 
 def test_second_run_generates_nothing_and_reproduces_the_report(finished_run, capsys):

@@ -5,7 +5,8 @@ import pytest
 from thinkdiff_core.images import open_image
 from thinkdiff_core.testing.tiny import write_tiny_llava
 from train.cobsat.tasks import TASKS, build_case
-from train.cobsat.judge import MISSING, NO_ANSWER, LlavaJudge, QwenJudge, grade, judge_images, parse_choice, questions
+from train.cobsat.judge import (MISSING, NO_ANSWER, LlavaJudge, QwenJudge, grade, judge_images, llava_input_ids,
+                                llava_v1_prompt, pad_to_square, parse_choice, questions)
 
 from .conftest import ENTRY_0
 
@@ -78,3 +79,80 @@ def test_llava_judge_loads_a_llava_hf_folder_and_answers(tmp_path, color_case):
     verdicts = judge_images(judge, [color_case, color_case], list(color_case.image_paths))
     assert [v.missing for v in verdicts] == [False, False]
     assert all(v.object_answer == parse_choice(v.object_response) for v in verdicts)
+
+
+OBJECT_PROMPT_AS_LLAVA_RENDERS_IT = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the human's questions. USER: <image>\nWhat is the main object in this image? Answer from "
+    "the following options:  (1)leaf (2)hat (3)cup (4)chair (5)car (6)box (7)book (8)ball (9)bag (10)apple. Answer "
+    "the number only and do not include any other texts (e.g., 1). ASSISTANT:"
+)
+"""`conv_templates["llava_v1"]` of the benchmark's LLaVA (yzeng58/LLaVA a61aae0) after `run_llava.eval_model`
+put `<image>\n` before the question and appended the (USER, question) and (ASSISTANT, None) messages."""
+
+
+def test_llava_prompt_is_the_text_the_benchmarks_llava_renders(color_case):
+    assert llava_v1_prompt(questions(color_case)["object"]) == OBJECT_PROMPT_AS_LLAVA_RENDERS_IT
+    assert llava_v1_prompt("x" * 3000).endswith("x" * 2047 + " ASSISTANT:")  # the benchmark's prompt[:2047]
+
+
+def llama_style_tokenizer():
+    """A sentencepiece-like BPE as Llama's: word starts marked by "▁", one prepended at the start of a text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator([OBJECT_PROMPT_AS_LLAVA_RENDERS_IT], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=["<image>"])
+
+
+def test_llava_token_ids_tokenize_each_side_of_the_image_alone():
+    """LLaVA's `tokenizer_image_token`: one BOS, the image ids, then the question starting with a word start
+    ("▁" before the newline), which tokenizing the whole text (llava-hf's processor) does not give."""
+    tokenizer = llama_style_tokenizer()
+    image = tokenizer.convert_tokens_to_ids("<image>")
+    before, after = OBJECT_PROMPT_AS_LLAVA_RENDERS_IT.split("<image>")
+    ids = llava_input_ids(OBJECT_PROMPT_AS_LLAVA_RENDERS_IT, tokenizer, image, image_tokens=3)
+    assert ids == tokenizer(before).input_ids + [image] * 3 + tokenizer(after).input_ids[1:]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens.count("<s>") == 1 and tokens[0] == "<s>"
+    first, second = tokens[tokens.index("<image>") + 3:][:2]
+    assert first == "▁" and second.startswith("\n")
+    whole = tokenizer.convert_ids_to_tokens(tokenizer(OBJECT_PROMPT_AS_LLAVA_RENDERS_IT).input_ids)
+    assert whole[whole.index("<image>") + 1].startswith("\n")
+
+
+def test_pad_to_square_centres_on_the_colour():
+    from PIL import Image
+
+    square = pad_to_square(Image.new("RGB", (4, 2), (255, 0, 0)), (122, 116, 104))
+    assert square.size == (4, 4)
+    assert [square.getpixel((0, y)) for y in range(4)] == [(122, 116, 104), (255, 0, 0), (255, 0, 0), (122, 116, 104)]
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    return write_tiny_llava(tmp_path_factory.mktemp("llava") / "llava-tiny")
+
+
+def test_llava_judge_defaults_to_fp16_one_call_per_question(tiny_llava, color_case):
+    judge = LlavaJudge.from_pretrained(str(tiny_llava), "llava-tiny", device="cpu", max_new_tokens=3)
+    assert judge.settings == {"judge": "llava-tiny", "dtype": "float16", "batch_size": 1, "max_new_tokens": 3,
+                              "decoding": "greedy"}
+    question = questions(color_case)["object"]
+    assert judge.input_ids(question) == llava_input_ids(
+        llava_v1_prompt(question), judge.processor.tokenizer, judge.model.config.image_token_index, 4)
+
+
+def test_llava_judge_batched_answers_are_the_single_calls_answers(tiny_llava, color_case):
+    """On the tiny judge in fp32: left-padded batches of 4 answer token for token as one call per question."""
+    single = LlavaJudge.from_pretrained(str(tiny_llava), "llava-tiny", dtype="fp32", device="cpu", max_new_tokens=6)
+    batched = LlavaJudge(single.model, single.processor, "llava-tiny", max_new_tokens=6, batch_size=4)
+    images = [open_image(path) for path in color_case.image_paths] * 2
+    asked = [questions(color_case)["object"], questions(color_case)["attribute"]] * 2
+    assert batched.answer(images, asked) == single.answer(images, asked)

@@ -12,8 +12,10 @@ Stages (`--stages`, default all three):
   `OUT/images/shot_{s}/task_{t}/{benchmark name}.jpg` (+ `.json` with the VLM's answer). Resumable:
   a batch whose images all exist is skipped. Shardable: `--shard i --num-shards n` takes every n-th
   batch, so n processes (GPUs, nodes) split the work; the seeds depend on the prompt, not the shard.
-- judge: the two multiple-choice questions per image (LLaVA-1.5-13B as in the benchmark, or
-  `--judge qwen`), saved per image under `OUT/judgements/{judge}/`; resumable and shardable alike.
+- judge: the two multiple-choice questions per image (LLaVA-1.5-13B as the benchmark runs it: fp16, one
+  image per call; or `--judge qwen`), saved per image under `OUT/judgements/{judge}/`, the judge's
+  settings in `OUT/judge_{judge}.json` (a later run with other settings is refused); resumable and
+  shardable alike.
 - report: per-task and average accuracy per shot count (a missing image counts as wrong), written as
   `OUT/report_{judge}.json` and `.md` next to the paper's numbers. Run it once, after all shards.
 
@@ -91,6 +93,10 @@ def image_file(out: Path, case: Case) -> Path:
     return case_dir(out / "images", case) / f"{case.name}.jpg"
 
 
+def judge_settings_file(out: Path, judge_name: str) -> Path:
+    return out / f"judge_{judge_name}.json"
+
+
 def judgement_file(out: Path, judge_name: str, case: Case) -> Path:
     return case_dir(out / "judgements" / judge_name, case) / f"{case.name}.json"
 
@@ -116,16 +122,16 @@ def generation_config(args: argparse.Namespace) -> dict:
     }
 
 
-def check_run_config(out: Path, config: dict) -> None:
-    path = out / "run.json"
+def check_recorded(path: Path, config: dict, what: str) -> None:
+    """Record a stage's settings on first use; refuse to add to files made with other settings."""
     if path.is_file():
         recorded = json.loads(path.read_text())
         changed = {k: (recorded.get(k), v) for k, v in config.items() if recorded.get(k) != v}
         if changed:
             details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise ValueError(
-                f"{out} holds images made with other settings ({details}). Resume with the recorded settings "
-                f"(see {path}) or use a new --out."
+                f"{path.parent} holds {what} made with other settings ({details}). Resume with the recorded "
+                f"settings (see {path}) or use a new --out."
             )
     else:
         write_json(path, config)
@@ -192,7 +198,9 @@ def report(cases: list[Case], out: Path, judge_name: str) -> dict:
             f"{image_file(out, missing_judgements[0])}). Run "
             f"--stages judge for every shard first."
         )
-    results: dict = {"judge": judge_name, "paper": PAPER, "shots": {}}
+    settings = judge_settings_file(out, judge_name)
+    results: dict = {"judge": json.loads(settings.read_text()) if settings.is_file() else {"judge": judge_name},
+                     "paper": PAPER, "shots": {}}
     for shot in sorted({c.shot for c in cases}):
         tasks = {}
         for task_id in sorted({c.task.id for c in cases if c.shot == shot}):
@@ -211,6 +219,14 @@ def report(cases: list[Case], out: Path, judge_name: str) -> dict:
     return results
 
 
+def judge_line(settings: dict) -> str:
+    """"llava-llava-1.5-13b-hf, float16, 1 image per call" from a judge's recorded settings."""
+    extras = [settings["dtype"]] if "dtype" in settings else []
+    extras += [f"{settings['batch_size']} image{'s' * (settings['batch_size'] != 1)} per call"] \
+        if "batch_size" in settings else []
+    return ", ".join([settings["judge"], *extras])
+
+
 def markdown(results: dict) -> str:
     shots = list(results["shots"])
     header = "| task | " + " | ".join(f"{s}-shot | paper {s}-shot" for s in shots) + " |"
@@ -226,7 +242,7 @@ def markdown(results: dict) -> str:
     rows = [f"| {name} | " + " | ".join(cell(s, name) for s in shots) + " |" for name in names + ["average"]]
     missing = sum(t["missing_images"] for s in shots for t in results["shots"][s]["tasks"].values())
     return "\n".join([
-        f"# CoBSAT accuracy (judge: {results['judge']})", "",
+        f"# CoBSAT accuracy (judge: {judge_line(results['judge'])})", "",
         f"Paper: {PAPER['source']}. A prompt counts as correct when the judge names both the object and the "
         f"attribute; missing images ({missing} here) count as wrong.", "", header, rule, *rows, "",
     ])
@@ -264,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     jud = parser.add_argument_group("judge")
     jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="default llava (qwen with --tiny)")
     jud.add_argument("--judge-model", default=None, help=f"default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID}")
-    jud.add_argument("--judge-batch-size", type=int, default=8)
+    jud.add_argument("--judge-dtype", default=None, choices=["auto", "bf16", "fp16", "fp32"],
+                     help="default fp16 for llava (the benchmark's), --dtype for qwen")
+    jud.add_argument("--judge-batch-size", type=int, default=1,
+                     help="images per judge call (default 1, as the benchmark; see bench/cobsat_judge_batching.py)")
     jud.add_argument("--judge-max-new-tokens", type=int, default=None, help="default 512 (the benchmark's)")
     return parser
 
@@ -304,12 +323,13 @@ def load_judge(args: argparse.Namespace, tiny_vlm: Path | None) -> Judge:
     name = judge_name(args)
     if args.judge == "qwen":
         source = tiny_vlm if tiny_vlm is not None else (args.judge_model or QWEN_JUDGE_ID)
-        vlm = VisionLanguageModel.from_pretrained(source, dtype="fp32" if tiny_vlm else args.dtype, device=args.device)
+        dtype = "fp32" if tiny_vlm else (args.judge_dtype or args.dtype)
+        vlm = VisionLanguageModel.from_pretrained(source, dtype=dtype, device=args.device)
         return QwenJudge(vlm, name, args.judge_max_new_tokens)
     if tiny_vlm is not None:
         raise ValueError("--tiny judges with the tiny Qwen VLM; use --judge qwen (the default with --tiny).")
-    return LlavaJudge.from_pretrained(args.judge_model or LLAVA_JUDGE_ID, name, args.dtype, args.device,
-                                      args.judge_max_new_tokens)
+    return LlavaJudge.from_pretrained(args.judge_model or LLAVA_JUDGE_ID, name, args.judge_dtype or "fp16",
+                                      args.device, args.judge_max_new_tokens, args.judge_batch_size)
 
 
 def load_pipeline(args: argparse.Namespace, tiny_paths: dict[str, Path] | None) -> ThinkDiffPipeline:
@@ -346,7 +366,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         return tiny_paths or None
 
     if "generate" in args.stages:
-        check_run_config(args.out, generation_config(args))
+        check_recorded(args.out / "run.json", generation_config(args), "images")
         todo = unfinished(batches, args.out)
         if todo:
             summary["generated"] = generate(load_pipeline(args, tiny_models()), todo, args.out, args)
@@ -355,8 +375,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         todo = unjudged(mine, args.out, judge_name(args))
         if todo:
             tiny = tiny_models()
-            summary["judged"] = judge(load_judge(args, tiny["vlm"] if tiny else None), todo, args.out,
-                                      args.judge_batch_size)
+            judge_model = load_judge(args, tiny["vlm"] if tiny else None)
+            check_recorded(judge_settings_file(args.out, judge_model.name), judge_model.settings, "judgements")
+            summary["judged"] = judge(judge_model, todo, args.out, args.judge_batch_size)
             free_memory()
     if "report" in args.stages:
         if args.num_shards > 1:
