@@ -175,6 +175,8 @@ def test_quantizing_on_a_device_then_resting_on_the_cpu(tiny_vlm_dirs, load, col
     quantize_on = "cuda" if torch.cuda.is_available() else "cpu"
     vlm = VisionLanguageModel.from_pretrained(tiny_vlm_dirs(), dtype=Precision(weights, torch.bfloat16),
                                               quantize_on=quantize_on)
-    assert vlm.device.type == "cpu" and weight_bytes(vlm.model) == weight_bytes(load(weights).model)
+    assert vlm.device.type == "cpu"
     prompt = cobsat_prompt(colour_images("red"), ["red", "blue"])
     assert torch.equal(vlm.generate([prompt], GREEDY).features, load(weights).generate([prompt], GREEDY).features)
+    # compared after both ran on the CPU (bitsandbytes repacks 4-bit weights for its CPU kernels on first use)
+    assert weight_bytes(vlm.model) == weight_bytes(load(weights).model)
