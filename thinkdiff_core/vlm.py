@@ -143,15 +143,18 @@ class _FinalNormCapture:
     `[B, 1, D]` (the state that produced the next token). Only `B x max_new_tokens x D` is ever held.
     """
 
-    def __init__(self, max_new_tokens: int) -> None:
-        self.max_new_tokens = max_new_tokens
+    def __init__(self, max_new_tokens: int, keep_prompt: bool = False) -> None:
+        self.max_new_tokens, self.keep_prompt = max_new_tokens, keep_prompt
         self.buffer: torch.Tensor | None = None
+        self.prompt: torch.Tensor | None = None
         self.count = 0
 
     def __call__(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
         state = output[0] if isinstance(output, tuple) else output
         if self.buffer is None:
             self.buffer = state.new_empty(state.shape[0], self.max_new_tokens, state.shape[-1])
+            if self.keep_prompt:
+                self.prompt = state.detach().cpu()
         if self.count < self.max_new_tokens:
             self.buffer[:, self.count] = state[:, -1]
         self.count += 1
@@ -285,11 +288,14 @@ class VisionLanguageModel:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings = GenerationSettings(),
-                 on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
+                 on_token: Callable[[int, int], None] | None = None,
+                 prompt_features: bool = False) -> ThinkDiffTokens:
         """Generate for each prompt; return texts, token ids and generated-token features.
 
         Rows that stop at EOS before the others keep `lengths[b]` real positions; later positions
-        are zero. Features come back on the CPU in the model's dtype.
+        are zero. Features come back on the CPU in the model's dtype. With `prompt_features` the
+        final-norm states of each prompt's own tokens (padding dropped) come back too: the paper's
+        input-token ablation trains on those.
         """
         device = self.device
         inputs = {k: v.to(device) for k, v in self.prepare(prompts).items()}
@@ -299,7 +305,7 @@ class VisionLanguageModel:
         sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0) \
             if settings.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         stopping = [_EachToken(on_token, settings.max_new_tokens)] if on_token else []
-        capture_hook = _FinalNormCapture(settings.max_new_tokens)
+        capture_hook = _FinalNormCapture(settings.max_new_tokens, keep_prompt=prompt_features)
         handle = self.final_norm.register_forward_hook(capture_hook)
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -320,7 +326,12 @@ class VisionLanguageModel:
         for row, n in enumerate(lengths):
             features[row, n:] = 0
             generated[row, n:] = self.pad_token_id
-        return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated)
+        prompts_states = None
+        if prompt_features:
+            real = inputs["attention_mask"].bool().cpu()
+            prompts_states = [capture_hook.prompt[row][real[row]] for row in range(real.shape[0])]
+        return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated,
+                               prompt_features=prompts_states)
 
     @property
     def context_length(self) -> int:
