@@ -249,13 +249,6 @@ def read_manifest(spec: str) -> dict[str, Any]:
     return manifest
 
 
-def feature_samples(shards: Iterable[str]) -> Iterator[FeatureSample]:
-    """Every feature sample of `shards` in order (held-out evaluation reads this way)."""
-    for shard in shards:
-        for raw in tar_samples(shard):
-            yield decode_feature_sample(raw)
-
-
 def worker_batches_before(consumed: int, worker: int, workers: int) -> int:
     """How many of the first `consumed` batches came from `worker`: a DataLoader takes them round-robin."""
     return max(0, (consumed - worker + workers - 1) // workers)

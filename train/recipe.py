@@ -33,7 +33,6 @@ from .data import (CaptionedImage, FeatureSample, decode_captioned_image, decode
                    image_units, tar_samples, unit_records)
 
 IGNORE_INDEX = -100
-VARIANTS = ("lvlm", "clip")
 FEATURE_SOURCES = ("generated", "input", "both")
 """What the LVLM aligner sees (`train.precompute --features`): the paper trains on generated-token states."""
 MASKINGS = ("random", "none")
@@ -199,7 +198,3 @@ def feature_mask(batch: dict, device: torch.device | str = "cpu") -> torch.Tenso
     splits = torch.tensor(batch["splits"], device=device)
     return (torch.arange(width, device=device)[None] < splits[:, None]).long()
 
-
-def check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"model.variant must be one of {VARIANTS}, got {variant!r}.")
