@@ -90,3 +90,34 @@ def test_precompute_features_both_adds_the_prompt_states_and_changes_nothing_els
         inputs["pixel_values"] = inputs["pixel_values"].to(vlm.model.dtype)
         states = vlm.model.model(**inputs).last_hidden_state[0]
     torch.testing.assert_close(sample.input_features.float(), states.to(torch.bfloat16).float(), atol=2e-2, rtol=0)
+
+
+def flat(tree, prefix=""):
+    return {f"{prefix}{k}": v for key, value in tree.items()
+            for k, v in (flat(value, f"{key}.").items() if isinstance(value, dict) else [(key, value)])}
+
+
+@pytest.mark.parametrize("preset, changed", [
+    ("thinkdiff-lvlm-no-masking", {"data.masking": "none"}),
+    ("thinkdiff-lvlm-input-tokens", {"data.features": "input"}),
+])
+def test_ablation_presets_are_the_reference_but_for_their_switch(preset, changed):
+    from train import config as cfg
+    from train.config import TrainConfig
+
+    reference = flat(cfg.to_dict(cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-lvlm"))))
+    ablation = flat(cfg.to_dict(cfg.merge(TrainConfig(), cfg.read_preset(preset))))
+    differs = {k: v for k, v in ablation.items() if reference[k] != v}
+    assert differs == {**changed, "run.output_dir": f"runs/{preset}"}
+
+
+def test_training_features_follow_the_manifest_and_input_needs_prompt_states(features, tiny_t5_dir):
+    from train.decoder import load_decoder
+    from train.variants import LvlmVariant
+
+    decoder = load_decoder(str(tiny_t5_dir), keep_encoder=False, vision_encoder=None)
+    batches = LvlmVariant.batches(decoder, str(features["train"]), None, 128, 32, 24)
+    assert (batches.features, batches.masking) == ("generated", "random")
+    assert LvlmVariant.batches(decoder, str(features["train"]), None, 128, 32, 24, masking="none").masking == "none"
+    with pytest.raises(ValueError, match="train.precompute --features input"):
+        LvlmVariant.batches(decoder, str(features["train"]), None, 128, 32, 24, features="input")
