@@ -378,10 +378,16 @@ class ThinkDiffPipeline:
             raise ValueError(f"Got {len(seeds)} image seeds for {len(requests)} requests; give one seed per request.")
         tokens = self.feature_tokens(requests, settings, on_token, method)
         inputs = self.flux_inputs(tokens, requests, guidance_scale, method)
+        return ThinkDiffOutput(self.sample(inputs, seeds, num_inference_steps, height, width, progress), tokens.texts,
+                               tokens, inputs)
+
+    def sample(self, inputs: FluxInputs, image_seeds: Sequence[int], num_inference_steps: int = REFERENCE_STEPS,
+               height: int | None = None, width: int | None = None, progress: bool = True) -> list[Image.Image]:
+        """Step 4: FLUX on exactly `inputs`, image i from `image_seeds[i]` (several methods can share one answer)."""
+        height, width = height or self.source.reference_size, width or self.source.reference_size
         self.flux.set_progress_bar_config(disable=not progress)
-        images = self.flux(
+        return self.flux(
             prompt_embeds=inputs.prompt_embeds, pooled_prompt_embeds=inputs.pooled_prompt_embeds,
             guidance_scale=inputs.guidance_scale, num_inference_steps=num_inference_steps, height=height, width=width,
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds], output_type="pil",
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in image_seeds], output_type="pil",
         ).images
-        return ThinkDiffOutput(images, tokens.texts, tokens, inputs)

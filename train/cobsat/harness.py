@@ -19,8 +19,13 @@ Stages (`--stages`, default all three):
 - report: per-task and average accuracy per shot count (a missing image counts as wrong), written as
   `OUT/report_{judge}.json` and `.md` next to the paper's numbers. Run it once, after all shards.
 
-The generation settings are recorded in `OUT/run.json`; a later run with other settings is refused
-rather than mixing two recipes in one folder.
+Methods (`--methods`, any of them in one run, on the same prompts, seeds and VLM answers; the report
+puts them side by side): `thinkdiff` (the paper; files directly under OUT), `vlm-text` (the VLM's answer
+as a plain FLUX prompt) and `thinkdiff+text` (the aligned answer followed by the T5 text of
+`--text-prompt`, the reference's multi-image-input script), each under `OUT/methods/{method}/`.
+
+The generation settings are recorded in `run.json` of each method's folder; a later run with other
+settings is refused rather than mixing two recipes in one folder.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import json
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +45,7 @@ from tqdm import tqdm
 from thinkdiff_core.files import write_atomic
 from thinkdiff_core.images import open_image, save_image
 from thinkdiff_core.pipeline import (
-    FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
+    FLUX_DEV_ID, METHODS, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
     ThinkDiffPipeline, ThinkDiffRequest,
 )
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
@@ -51,6 +56,7 @@ from .judge import LLAVA_JUDGE_ID, QWEN_JUDGE_ID, Judge, Judgement, LlavaJudge, 
 STAGES = ("generate", "judge", "report")
 PAPER = {
     "source": "ThinkDiff-LVLM, ICML 2025 (judge: LLaVA-1.5-13B)",
+    "ablations": {"2": {"input-token features": 0.016, "no masking": 0.287}},
     "2": {"average": 0.417},
     "4": {"average": 0.463, "Color-I": 0.638, "Background-I": 0.362, "Style-I": 0.254, "Action-I": 0.434,
           "Texture-I": 0.317, "Color-II": 0.610, "Background-II": 0.590, "Style-II": 0.432, "Action-II": 0.664,
@@ -89,6 +95,16 @@ def case_dir(root: Path, case: Case) -> Path:
     return root / f"shot_{case.shot}" / f"task_{case.task.id}"
 
 
+def method_root(out: Path, method: str) -> Path:
+    """Where a method's images, judgements and settings live (the paper's method directly in OUT)."""
+    return out if method == "thinkdiff" else out / "methods" / method
+
+
+def text_prompt(template: str, case: Case) -> str:
+    """`--text-prompt` for one case: `{word}` is its query word."""
+    return template.format(word=case.words[-1])
+
+
 def image_file(out: Path, case: Case) -> Path:
     return case_dir(out / "images", case) / f"{case.name}.jpg"
 
@@ -112,9 +128,13 @@ def write_text(path: Path, text: str) -> None:
 
 # --- generate ---
 
-def generation_config(args: argparse.Namespace) -> dict:
+def generation_config(args: argparse.Namespace, method: str = "thinkdiff") -> dict:
     models = {"models": "tiny"} if args.tiny else {
         "vlm": args.vlm, "aligner": args.aligner, "flux": args.flux, "dtype": args.dtype}
+    if method != "thinkdiff":
+        models["method"] = method
+    if method == "thinkdiff+text":
+        models["text_prompt"] = args.text_prompt
     return models | {
         "seed": args.seed, "batch_size": args.batch_size, "steps": args.steps, "guidance": args.guidance,
         "size": args.size, "temperature": args.temperature, "top_p": args.top_p,
@@ -142,12 +162,19 @@ def request_for(case: Case) -> ThinkDiffRequest:
     return ThinkDiffRequest([open_image(p) for p in case.image_paths], list(case.words), preset="cobsat_reasoning")
 
 
-def unfinished(batches: list[Batch], out: Path) -> list[Batch]:
-    return [b for b in batches if not all(image_file(out, c).is_file() for c in b.cases)]
+def missing_methods(batch: Batch, out: Path, methods: list[str]) -> list[str]:
+    return [m for m in methods if not all(image_file(method_root(out, m), c).is_file() for c in batch.cases)]
+
+
+def unfinished(batches: list[Batch], out: Path, methods: list[str]) -> list[Batch]:
+    return [b for b in batches if missing_methods(b, out, methods)]
 
 
 def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args: argparse.Namespace) -> int:
-    """Generate the given batches, writing only images that do not exist yet; return how many were written."""
+    """Generate the given batches, writing only images that do not exist yet; return how many were written.
+
+    The VLM answers once per batch; every method that still misses an image of the batch makes its
+    images from that one answer, with the same image seeds."""
     written = 0
     for batch in tqdm(batches, desc="generate", unit="batch"):
         first = batch.cases[0]
@@ -156,19 +183,22 @@ def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args:
             top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
         )
         requests = [request_for(case) for case in batch.cases]
-        result = pipeline(
-            requests, settings, image_seeds=[seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases],
-            guidance_scale=args.guidance, num_inference_steps=args.steps, height=args.size, width=args.size,
-            progress=False,
-        )
-        for case, image, text in zip(batch.cases, result.images, result.texts):
-            target = image_file(out, case)
-            if target.is_file():
-                continue  # written before an interruption; the batch was redone only for its missing images
-            write_json(target.with_suffix(".json"), {"task": case.task.name, "shot": case.shot, "index": case.index,
-                                                     "words": list(case.words), "vlm_text": text})
-            save_image(image, target)
-            written += 1
+        seeds = [seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases]
+        tokens = pipeline.feature_tokens(requests, settings)
+        for method in missing_methods(batch, out, args.methods):
+            method_requests = requests if method != "thinkdiff+text" else [
+                replace(request, prompt=text_prompt(args.text_prompt, case)) for request, case in zip(requests, batch.cases)]
+            inputs = pipeline.flux_inputs(tokens, method_requests, args.guidance, method)
+            images = pipeline.sample(inputs, seeds, args.steps, args.size, args.size, progress=False)
+            for case, request, image, text in zip(batch.cases, method_requests, images, tokens.texts):
+                target = image_file(method_root(out, method), case)
+                if target.is_file():
+                    continue  # written before an interruption; the batch was redone only for its missing images
+                record = {"task": case.task.name, "shot": case.shot, "index": case.index, "words": list(case.words),
+                          "vlm_text": text} | ({"text_prompt": request.prompt} if request.prompt else {})
+                write_json(target.with_suffix(".json"), record)
+                save_image(image, target)
+                written += 1
     return written
 
 
@@ -189,8 +219,14 @@ def judge(judge_model: Judge, cases: list[Case], out: Path, batch_size: int) -> 
 
 # --- report ---
 
-def report(cases: list[Case], out: Path, judge_name: str) -> dict:
-    """Accuracy per task and shot count; missing images are wrong, unjudged existing images are an error."""
+def report(cases: list[Case], out: Path, judge_name: str, methods: list[str] = ["thinkdiff"]) -> dict:
+    """Accuracy per method, shot count and task; missing images are wrong, unjudged existing images are an error."""
+    settings = judge_settings_file(out, judge_name)
+    return {"judge": json.loads(settings.read_text()) if settings.is_file() else {"judge": judge_name},
+            "paper": PAPER, "methods": {m: method_report(cases, method_root(out, m), judge_name) for m in methods}}
+
+
+def method_report(cases: list[Case], out: Path, judge_name: str) -> dict:
     missing_judgements = unjudged(cases, out, judge_name)
     if missing_judgements:
         raise ValueError(
@@ -198,9 +234,7 @@ def report(cases: list[Case], out: Path, judge_name: str) -> dict:
             f"{image_file(out, missing_judgements[0])}). Run "
             f"--stages judge for every shard first."
         )
-    settings = judge_settings_file(out, judge_name)
-    results: dict = {"judge": json.loads(settings.read_text()) if settings.is_file() else {"judge": judge_name},
-                     "paper": PAPER, "shots": {}}
+    results: dict = {"shots": {}}
     for shot in sorted({c.shot for c in cases}):
         tasks = {}
         for task_id in sorted({c.task.id for c in cases if c.shot == shot}):
@@ -228,19 +262,32 @@ def judge_line(settings: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    shots = list(results["shots"])
-    header = "| task | " + " | ".join(f"{s}-shot | paper {s}-shot" for s in shots) + " |"
-    rule = "|---|" + "---|---|" * len(shots)
-    names = [task.name for task in TASKS.values() if any(task.name in results["shots"][s]["tasks"] for s in shots)]
+    """One table: per shot count, a column for each method, then the paper's; the paper's ablation rows last."""
+    methods = results["methods"]
+    shots = list(next(iter(methods.values()))["shots"])
+    header = "| task | " + " | ".join(" | ".join([*(f"{m} {s}-shot" for m in methods), f"paper {s}-shot"])
+                                      for s in shots) + " |"
+    rule = "|---|" + ("---|" * (len(methods) + 1)) * len(shots)
+    names = [task.name for task in TASKS.values()
+             if any(task.name in methods[m]["shots"][s]["tasks"] for m in methods for s in shots)]
 
-    def cell(shot: str, key: str) -> str:
-        ours = results["shots"][shot]["tasks"].get(key, {}).get("accuracy") if key != "average" \
-            else results["shots"][shot]["average"]
-        paper = PAPER.get(shot, {}).get(key)
-        return f"{'-' if ours is None else f'{ours:.3f}'} | {'-' if paper is None else f'{paper:.3f}'}"
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
 
-    rows = [f"| {name} | " + " | ".join(cell(s, name) for s in shots) + " |" for name in names + ["average"]]
-    missing = sum(t["missing_images"] for s in shots for t in results["shots"][s]["tasks"].values())
+    def ours(method: str, shot: str, key: str) -> float | None:
+        table = methods[method]["shots"][shot]
+        return table["average"] if key == "average" else table["tasks"].get(key, {}).get("accuracy")
+
+    def row(name: str, values) -> str:
+        return f"| {name} | " + " | ".join(number(v) for v in values) + " |"
+
+    rows = [row(name, [v for s in shots for v in [*(ours(m, s, name) for m in methods), PAPER.get(s, {}).get(name)]])
+            for name in names + ["average"]]
+    ablations = sorted({name for s in shots for name in PAPER["ablations"].get(s, {})})
+    rows += [row(f"paper ablation: {name}", [v for s in shots for v in [*(None for _ in methods),
+                                                                         PAPER["ablations"].get(s, {}).get(name)]])
+             for name in ablations]
+    missing = sum(t["missing_images"] for m in methods.values() for s in shots for t in m["shots"][s]["tasks"].values())
     return "\n".join([
         f"# CoBSAT accuracy (judge: {judge_line(results['judge'])})", "",
         f"Paper: {PAPER['source']}. A prompt counts as correct when the judge names both the object and the "
@@ -268,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     gen.add_argument("--device", default=None)
     gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none")
+    gen.add_argument("--methods", nargs="+", choices=METHODS, default=["thinkdiff"],
+                     help="compared on the same prompts, seeds and VLM answers (see above)")
+    gen.add_argument("--text-prompt", default="{word}",
+                     help="thinkdiff+text: the text after the aligned answer; {word} is the query word")
     gen.add_argument("--batch-size", type=int, default=8)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--steps", type=int, default=None, help=f"default {REFERENCE_STEPS}")
@@ -332,12 +383,17 @@ def load_judge(args: argparse.Namespace, tiny_vlm: Path | None) -> Judge:
                                       args.device, args.judge_max_new_tokens, args.judge_batch_size)
 
 
+def text_methods(args: argparse.Namespace) -> bool:
+    """Whether a method needs FLUX's T5 (the paper's alone never loads it)."""
+    return any(method != "thinkdiff" for method in args.methods)
+
+
 def load_pipeline(args: argparse.Namespace, tiny_paths: dict[str, Path] | None) -> ThinkDiffPipeline:
     if tiny_paths:
         return ThinkDiffPipeline.from_pretrained(tiny_paths["flux"], tiny_paths["aligner"], tiny_paths["vlm"],
-                                                 dtype="fp32", device="cpu")
+                                                 dtype="fp32", device="cpu", load_t5=text_methods(args))
     return ThinkDiffPipeline.from_pretrained(args.flux, args.aligner, args.vlm, dtype=args.dtype, device=args.device,
-                                             offload=args.offload)
+                                             offload=args.offload, load_t5=text_methods(args))
 
 
 def free_memory() -> None:
@@ -366,29 +422,33 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         return tiny_paths or None
 
     if "generate" in args.stages:
-        check_recorded(args.out / "run.json", generation_config(args), "images")
-        todo = unfinished(batches, args.out)
+        for method in args.methods:
+            check_recorded(method_root(args.out, method) / "run.json", generation_config(args, method), "images")
+        todo = unfinished(batches, args.out, args.methods)
         if todo:
             summary["generated"] = generate(load_pipeline(args, tiny_models()), todo, args.out, args)
             free_memory()
     if "judge" in args.stages:
-        todo = unjudged(mine, args.out, judge_name(args))
-        if todo:
+        name = judge_name(args)
+        todo = {m: unjudged(mine, method_root(args.out, m), name) for m in args.methods}
+        if any(todo.values()):
             tiny = tiny_models()
             judge_model = load_judge(args, tiny["vlm"] if tiny else None)
             check_recorded(judge_settings_file(args.out, judge_model.name), judge_model.settings, "judgements")
-            summary["judged"] = judge(judge_model, todo, args.out, args.judge_batch_size)
+            summary["judged"] = sum(judge(judge_model, cases_left, method_root(args.out, m), args.judge_batch_size)
+                                    for m, cases_left in todo.items() if cases_left)
             free_memory()
     if "report" in args.stages:
         if args.num_shards > 1:
             print("report skipped: run --stages report once all shards have finished (without --shard).")
         else:
             name = judge_name(args)
-            results = report(cases, args.out, name)
+            results = report(cases, args.out, name, args.methods)
             write_json(args.out / f"report_{name}.json", results)
             write_text(args.out / f"report_{name}.md", markdown(results))
             summary["report"] = str(args.out / f"report_{name}.md")
-            summary["averages"] = {shot: round(r["average"], 4) for shot, r in results["shots"].items()}
+            summary["averages"] = {m: {shot: round(r["average"], 4) for shot, r in table["shots"].items()}
+                                   for m, table in results["methods"].items()}
     return summary
 
 
