@@ -48,6 +48,11 @@ def test_full_loop_writes_images_judgements_and_reports(finished_run):
     assert "| average |" in table and "| 0.417 |" in table
     assert report["judge"] == {"judge": "qwen-tiny", "dtype": "float32", "max_new_tokens": 4, "decoding": "greedy"}
     assert "(judge: qwen-tiny, float32)" in table
+    assert len(list((finished_run / "clip_scores").rglob("*.json"))) == 4
+    shot = report["methods"]["thinkdiff"]["shots"]["2"]
+    assert 0 <= shot["average_clip_accuracy"] <= 1 and shot["average_clip_similarity"] >= 0
+    assert all({"clip_similarity", "clip_accuracy"} <= set(t) for t in tasks.values())
+    assert "| CLIP similarity (average) |" in table and "| CLIP accuracy (average) |" in table
 
 
 def test_judging_more_with_another_judge_setting_is_refused(finished_run, tmp_path, capsys):

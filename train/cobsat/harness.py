@@ -16,6 +16,8 @@ Stages (`--stages`, default all three):
   image per call; or `--judge qwen`), saved per image under `OUT/judgements/{judge}/`, the judge's
   settings in `OUT/judge_{judge}.json` (a later run with other settings is refused); resumable and
   shardable alike.
+- clip: the benchmark's secondary metric, CLIP ViT-B/32 similarity of each image to its target text
+  (`clip_score.py`), saved per image under `OUT/clip_scores/`;
 - report: per-task and average accuracy per shot count (a missing image counts as wrong), written as
   `OUT/report_{judge}.json` and `.md` next to the paper's numbers. Run it once, after all shards.
 
@@ -51,9 +53,10 @@ from thinkdiff_core.pipeline import (
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from .tasks import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
+from .clip_score import CLIP_SCORE_ID, MISSING_SCORE, ClipScorer
 from .judge import LLAVA_JUDGE_ID, QWEN_JUDGE_ID, Judge, Judgement, LlavaJudge, QwenJudge, judge_images
 
-STAGES = ("generate", "judge", "report")
+STAGES = ("generate", "judge", "clip", "report")
 PAPER = {
     "source": "ThinkDiff-LVLM, ICML 2025 (judge: LLaVA-1.5-13B)",
     "ablations": {"2": {"input-token features": 0.016, "no masking": 0.287}},
@@ -107,6 +110,10 @@ def text_prompt(template: str, case: Case) -> str:
 
 def image_file(out: Path, case: Case) -> Path:
     return case_dir(out / "images", case) / f"{case.name}.jpg"
+
+
+def clip_file(out: Path, case: Case) -> Path:
+    return case_dir(out / "clip_scores", case) / f"{case.name}.json"
 
 
 def judge_settings_file(out: Path, judge_name: str) -> Path:
@@ -217,6 +224,17 @@ def judge(judge_model: Judge, cases: list[Case], out: Path, batch_size: int) -> 
     return len(cases)
 
 
+# --- clip ---
+
+def clip_score(scorer: ClipScorer, cases: list[Case], out: Path) -> int:
+    """The benchmark's CLIP similarity of each given case's image; return how many were scored."""
+    todo = [c for c in cases if image_file(out, c).is_file() and not clip_file(out, c).is_file()]
+    for case in tqdm(todo, desc="clip", unit="image"):
+        score, = scorer.score_files([case], [image_file(out, case)])
+        write_json(clip_file(out, case), score)
+    return len(todo)
+
+
 # --- report ---
 
 def report(cases: list[Case], out: Path, judge_name: str, methods: list[str] = ["thinkdiff"]) -> dict:
@@ -247,10 +265,22 @@ def method_report(cases: list[Case], out: Path, judge_name: str) -> dict:
                 "object_accuracy": sum(v.object_correct for v in judged) / len(group),
                 "attribute_accuracy": sum(v.attribute_correct for v in judged) / len(group),
                 "prompts": len(group), "missing_images": len(group) - len(judged),
-            }
+            } | clip_summary(out, group)
         average = sum(t["accuracy"] for t in tasks.values()) / len(tasks)
-        results["shots"][str(shot)] = {"tasks": tasks, "average": average}
+        results["shots"][str(shot)] = {"tasks": tasks, "average": average} | {
+            f"average_{key}": sum(t[key] for t in tasks.values()) / len(tasks)
+            for key in ("clip_similarity", "clip_accuracy") if all(key in t for t in tasks.values())}
     return results
+
+
+def clip_summary(out: Path, group: list[Case]) -> dict:
+    """The benchmark's CLIP averages over a task's prompts (missing images score 0), once every image has a score."""
+    files = [clip_file(out, c) for c in group]
+    if not all(f.is_file() for f, c in zip(files, group) if image_file(out, c).is_file()):
+        return {}
+    scores = [json.loads(f.read_text()) if image_file(out, c).is_file() else MISSING_SCORE for f, c in zip(files, group)]
+    return {"clip_similarity": sum(s["clip_similarity_overall"] for s in scores) / len(group),
+            "clip_accuracy": sum(s["clip_correct"] for s in scores) / len(group)}
 
 
 def judge_line(settings: dict) -> str:
@@ -283,6 +313,11 @@ def markdown(results: dict) -> str:
 
     rows = [row(name, [v for s in shots for v in [*(ours(m, s, name) for m in methods), PAPER.get(s, {}).get(name)]])
             for name in names + ["average"]]
+    for key, label in (("average_clip_similarity", "CLIP similarity (average)"), ("average_clip_accuracy",
+                                                                                "CLIP accuracy (average)")):
+        if any(key in methods[m]["shots"][s] for m in methods for s in shots):
+            rows.append(row(label, [v for s in shots for v in [*(methods[m]["shots"][s].get(key) for m in methods),
+                                                                None]]))
     ablations = sorted({name for s in shots for name in PAPER["ablations"].get(s, {})})
     rows += [row(f"paper ablation: {name}", [v for s in shots for v in [*(None for _ in methods),
                                                                          PAPER["ablations"].get(s, {}).get(name)]])
@@ -331,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     jud = parser.add_argument_group("judge")
     jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="default llava (qwen with --tiny)")
     jud.add_argument("--judge-model", default=None, help=f"default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID}")
+    jud.add_argument("--clip-model", default=None, help=f"CLIP for the similarity metric (default {CLIP_SCORE_ID})")
     jud.add_argument("--judge-dtype", default=None, choices=["auto", "bf16", "fp16", "fp32"],
                      help="default fp16 for llava (the benchmark's), --dtype for qwen")
     jud.add_argument("--judge-batch-size", type=int, default=1,
@@ -354,7 +390,8 @@ def resolve_defaults(args: argparse.Namespace) -> None:
                          f"{args.judge_batch_size}.")
     if not 0 <= args.shard < args.num_shards:
         raise ValueError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards}).")
-    given = [f"--{name}" for name in ("vlm", "aligner", "flux", "judge_model") if getattr(args, name) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in ("vlm", "aligner", "flux", "judge_model", "clip_model")
+             if getattr(args, name) is not None]
     if tiny and given:
         raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
     args.vlm, args.aligner, args.flux = args.vlm or QWEN2_VL_ID, args.aligner or OFFICIAL_LVLM_ALIGNER, args.flux or FLUX_DEV_ID
@@ -394,6 +431,14 @@ def load_pipeline(args: argparse.Namespace, tiny_paths: dict[str, Path] | None) 
                                                  dtype="fp32", device="cpu", load_t5=text_methods(args))
     return ThinkDiffPipeline.from_pretrained(args.flux, args.aligner, args.vlm, dtype=args.dtype, device=args.device,
                                              offload=args.offload, load_t5=text_methods(args))
+
+
+def clip_model(args: argparse.Namespace, workdir: Path) -> str | Path:
+    if args.tiny:
+        from thinkdiff_core.testing.tiny import write_tiny_clip
+
+        return write_tiny_clip(workdir / "clip-tiny")
+    return args.clip_model or CLIP_SCORE_ID
 
 
 def free_memory() -> None:
@@ -437,6 +482,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             check_recorded(judge_settings_file(args.out, judge_model.name), judge_model.settings, "judgements")
             summary["judged"] = sum(judge(judge_model, cases_left, method_root(args.out, m), args.judge_batch_size)
                                     for m, cases_left in todo.items() if cases_left)
+            free_memory()
+    if "clip" in args.stages:
+        roots = [method_root(args.out, m) for m in args.methods]
+        if any(image_file(r, c).is_file() and not clip_file(r, c).is_file() for r in roots for c in mine):
+            scorer = ClipScorer.from_pretrained(str(clip_model(args, workdir)), device=args.device)
+            summary["clip_scored"] = sum(clip_score(scorer, mine, root) for root in roots)
             free_memory()
     if "report" in args.stages:
         if args.num_shards > 1:
