@@ -7,7 +7,7 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..thinkdiff_core import PRESETS, GenerationSettings, VisionLanguageModel
-from ..thinkdiff_core.vlm import DTYPES, resolve_dtype
+from ..thinkdiff_core.devices import DTYPES, resolve_dtype
 from . import comfy_types as types
 from .comfy_models import ManagedModel, list_vlm_folders, vlm_folder_path
 from .operations import reason, token_callback

@@ -54,7 +54,8 @@ from .variants import (
 )
 from .vision import VisionEncoder
 from .memory import choose_precision
-from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, compute_device, resolve_dtype, resolve_model_folder
+from .devices import compute_device, resolve_dtype
+from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, resolve_model_folder
 
 __all__ = [
     "FLUX_DEV_ID", "OFFICIAL_CLIP_ALIGNER", "OFFICIAL_LVLM_ALIGNER", "OFFLOAD_MODES", "QWEN2_VL_ID",

@@ -26,6 +26,7 @@ import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
+from .devices import DTYPES, compute_device, resolve_dtype  # noqa: F401  (DTYPES: the loaders' table)
 from .files import check_safetensors_files, read_json_object
 from .memory import choose_precision
 from .precision import Precision, resolve_precision
@@ -35,7 +36,6 @@ from .tokens import LVLM_RECIPE, ThinkDiffTokens
 SUPPORTED_MODEL_TYPES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -62,30 +62,6 @@ class GenerationSettings:
             )
         if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
-
-
-def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """`auto` picks bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS, fp32 on CPU.
-
-    A `torch.dtype` passes through: a caller that loads on the CPU for another device (ComfyUI's
-    memory manager moves the model later) resolves `auto` against that device itself.
-    """
-    if isinstance(name, torch.dtype):
-        return name
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"Unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}.")
-    return DTYPES[name]
-
-
-def compute_device(device: torch.device | str | None = None) -> torch.device:
-    """Where a model loaded now will run: the given device, else CUDA when there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: bool = False):
@@ -257,20 +233,25 @@ class VisionLanguageModel:
             inputs["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.int32)
         return inputs
 
+    def image_problem(self, image: Image.Image) -> str | None:
+        """Why the image processor refuses this picture (e.g. an aspect ratio past Qwen-VL's 200:1), or None."""
+        try:
+            self.image_processor(images=[image], return_tensors="pt")
+        except ValueError as refused:
+            width, height = image.size
+            return (f"{width}x{height} pixels (aspect ratio {max(width, height) / max(min(width, height), 1):.0f}:1) "
+                    f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square")
+        return None
+
     def _process_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """The image processor's pixels; a picture it refuses (e.g. an aspect ratio past Qwen-VL's 200:1) is named."""
+        """The image processor's pixels; a picture it refuses is named (the check runs on the failure path only)."""
         try:
             return self.image_processor(images=images, return_tensors="pt")
         except ValueError as error:
             for number, image in enumerate(images, start=1):
-                try:
-                    self.image_processor(images=[image], return_tensors="pt")
-                except ValueError as refused:
-                    width, height = image.size
-                    raise UnusableImage(
-                        f"Picture {number} ({width}x{height} pixels, aspect ratio {max(width, height) / min(width, height):.0f}:1) "
-                        f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square."
-                    ) from refused
+                problem = self.image_problem(image)
+                if problem:
+                    raise UnusableImage(f"Picture {number}: {problem}.") from error
             raise UnusableImage(f"The images could not be prepared for {self.model_id}: {error}.") from error
 
     @staticmethod

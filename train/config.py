@@ -130,7 +130,16 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}. Give a .yaml or .json file (see train/presets/).")
     text = path.read_text()
-    values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    try:
+        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}. Fix that "
+                         f"line (a preset in train/presets/ shows the layout).") from error
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"{path} is not valid YAML{at}: {getattr(error, 'problem', None) or error}. Fix that line (a "
+                         f"preset in train/presets/ shows the layout).") from error
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of options, got {type(values).__name__}.")
     return values

@@ -24,7 +24,7 @@ import torch
 
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.vision import BLIP2_HUB_ID
-from thinkdiff_core.vlm import compute_device
+from thinkdiff_core.devices import compute_device
 
 from . import config as cfg
 from .decoder import (ProxyDecoder, decoder_loss, encoder_states, greedy_decode, inference_mode, new_aligner)

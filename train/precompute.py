@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from thinkdiff_core.files import write_atomic
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.tokens import LVLM_RECIPE
-from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
+from thinkdiff_core.vlm import GenerationSettings, UnusableImage, VisionLanguageModel
 
 from . import config as cfg
 from .recipe import FEATURE_SOURCES
@@ -160,9 +160,20 @@ def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeC
         rng = random.Random(f"{config.seed}:{unit.index}:{batch_index}")
         instructions = [rng.choice(config.instructions) for _ in pending]
         seed = batch_seed(config.seed, unit.index, batch_index)
-        prompts = [Prompt([image, instruction], vision_ids=False) for (_, image), instruction in zip(pending, instructions)]
-        out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings),
-                           prompt_features=config.features != "generated")
+        keep_prompt = config.features != "generated"
+        try:
+            prompts = [Prompt([image, text], vision_ids=False) for (_, image), text in zip(pending, instructions)]
+            out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings), prompt_features=keep_prompt)
+        except UnusableImage:  # e.g. a 300:1 panorama: skipped and counted like unreadable images, the rest kept
+            problems = [vlm.image_problem(image) for _, image in pending]
+            skipped.extend(f"{record.key}: {problem}" for (record, _), problem in zip(pending, problems) if problem)
+            kept = [i for i, problem in enumerate(problems) if not problem]
+            pending, instructions = [pending[i] for i in kept], [instructions[i] for i in kept]
+            if not pending:
+                batch_index += 1
+                return
+            prompts = [Prompt([image, text], vision_ids=False) for (_, image), text in zip(pending, instructions)]
+            out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings), prompt_features=keep_prompt)
         for row, ((record, _), instruction) in enumerate(zip(pending, instructions)):
             length = out.lengths[row]
             meta = {"source": unit.name, "source_key": record.key, "instruction": instruction, "text": out.texts[row],

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from thinkdiff_core.files import write_atomic
+from thinkdiff_core.files import check_writable_folder, write_atomic
 from thinkdiff_core.images import open_image, save_image
 from thinkdiff_core.pipeline import (
     FLUX_DEV_ID, METHODS, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
@@ -449,6 +449,7 @@ def free_memory() -> None:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
+    check_writable_folder(args.out, "--out")  # before any model loads: hours of images must have somewhere to go
     resolve_defaults(args)
     if args.tiny and not (args.cobsat_dir / "datasets").is_dir():
         write_synthetic_dataset(args.cobsat_dir, num_prompts=max(args.num_prompts, 10))
