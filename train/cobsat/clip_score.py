@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from thinkdiff_core.vlm import compute_device, load_pil_image_processor, resolve_model_folder
+from thinkdiff_core.devices import compute_device
+from thinkdiff_core.vlm import load_pil_image_processor, resolve_model_folder
 
 from .tasks import ITEMS, Case
 
