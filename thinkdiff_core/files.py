@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,30 @@ def check_safetensors_files(folder: str | os.PathLike[str]) -> list[Path]:
             raise ValueError(f"{path.name} in {folder} is truncated or damaged ({str(error)[:160]}); download that file "
                              f"again.") from error
     return files
+
+
+def check_writable_folder(folder: str | os.PathLike[str], option: str) -> Path:
+    """Make sure results can be written into `folder` (created if missing) before hours of work produce them."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".thinkdiff-write-check-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"{option} {folder}: cannot write there ({error.strerror or error}); choose a folder you can "
+                         f"write to, or fix its permissions.") from error
+    return folder
+
+
+def check_model_source(name_or_path: str | os.PathLike[str], option: str, expected: str) -> None:
+    """Refuse a model that is neither an existing local path nor a well-formed Hub id, before any loader
+    turns a mistyped folder into a download attempt or a deep traceback."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(name_or_path).expanduser().exists():
+        return
+    try:
+        validate_repo_id(str(name_or_path))
+    except HFValidationError:
+        raise FileNotFoundError(f"{option} {name_or_path}: no such file or folder, and not a Hugging Face Hub id "
+                                f"(owner/name). Give {expected}.") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import LoadedAligner, load_aligner
+from .files import check_writable_folder
 from .images import open_image, save_image
 from .pipeline import (
     FLUX_DEV_ID, OFFICIAL_CLIP_ALIGNER, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE,
@@ -98,6 +99,7 @@ def check_output(path: Path, overwrite: bool) -> Path:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it, or choose another --out.")
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"--out {path.name}: use a .png, .jpg or .webp name.")
+    check_writable_folder(path.parent, "--out")
     return path
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
 from .families import FAMILIES
+from .devices import DTYPES, compute_device, resolve_dtype  # noqa: F401  (DTYPES: the loaders' table)
 from .files import check_safetensors_files, read_json_object
 from .memory import choose_precision
 from .precision import Precision, gib, resolve_precision, weight_bytes
@@ -38,7 +39,6 @@ from .tokens import LVLM_RECIPE, ThinkDiffTokens
 SUPPORTED_MODEL_TYPES = FAMILIES
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 logger = logging.getLogger(__name__)
@@ -66,30 +66,6 @@ class GenerationSettings:
             )
         if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
-
-
-def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """`auto` picks bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS, fp32 on CPU.
-
-    A `torch.dtype` passes through: a caller that loads on the CPU for another device (ComfyUI's
-    memory manager moves the model later) resolves `auto` against that device itself.
-    """
-    if isinstance(name, torch.dtype):
-        return name
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"Unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}.")
-    return DTYPES[name]
-
-
-def compute_device(device: torch.device | str | None = None) -> torch.device:
-    """Where a model loaded now will run: the given device, else CUDA when there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: bool = False):
@@ -147,15 +123,18 @@ class _FinalNormCapture:
     `[B, 1, D]` (the state that produced the next token). Only `B x max_new_tokens x D` is ever held.
     """
 
-    def __init__(self, max_new_tokens: int) -> None:
-        self.max_new_tokens = max_new_tokens
+    def __init__(self, max_new_tokens: int, keep_prompt: bool = False) -> None:
+        self.max_new_tokens, self.keep_prompt = max_new_tokens, keep_prompt
         self.buffer: torch.Tensor | None = None
+        self.prompt: torch.Tensor | None = None
         self.count = 0
 
     def __call__(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
         state = output[0] if isinstance(output, tuple) else output
         if self.buffer is None:
             self.buffer = state.new_empty(state.shape[0], self.max_new_tokens, state.shape[-1])
+            if self.keep_prompt:
+                self.prompt = state.detach().cpu()
         if self.count < self.max_new_tokens:
             self.buffer[:, self.count] = state[:, -1]
         self.count += 1
@@ -275,20 +254,25 @@ class VisionLanguageModel:
             inputs["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.int32)
         return inputs
 
+    def image_problem(self, image: Image.Image) -> str | None:
+        """Why the image processor refuses this picture (e.g. an aspect ratio past Qwen-VL's 200:1), or None."""
+        try:
+            self.image_processor(images=[image], return_tensors="pt")
+        except ValueError as refused:
+            width, height = image.size
+            return (f"{width}x{height} pixels (aspect ratio {max(width, height) / max(min(width, height), 1):.0f}:1) "
+                    f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square")
+        return None
+
     def _process_images(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """The image processor's pixels; a picture it refuses (e.g. an aspect ratio past Qwen-VL's 200:1) is named."""
+        """The image processor's pixels; a picture it refuses is named (the check runs on the failure path only)."""
         try:
             return self.image_processor(images=images, return_tensors="pt")
         except ValueError as error:
             for number, image in enumerate(images, start=1):
-                try:
-                    self.image_processor(images=[image], return_tensors="pt")
-                except ValueError as refused:
-                    width, height = image.size
-                    raise UnusableImage(
-                        f"Picture {number} ({width}x{height} pixels, aspect ratio {max(width, height) / min(width, height):.0f}:1) "
-                        f"cannot be read by {self.model_id}: {refused}. Crop or pad it closer to square."
-                    ) from refused
+                problem = self.image_problem(image)
+                if problem:
+                    raise UnusableImage(f"Picture {number}: {problem}.") from error
             raise UnusableImage(f"The images could not be prepared for {self.model_id}: {error}.") from error
 
     @staticmethod
@@ -306,11 +290,14 @@ class VisionLanguageModel:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings = GenerationSettings(),
-                 on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
+                 on_token: Callable[[int, int], None] | None = None,
+                 prompt_features: bool = False) -> ThinkDiffTokens:
         """Generate for each prompt; return texts, token ids and generated-token features.
 
         Rows that stop at EOS before the others keep `lengths[b]` real positions; later positions
-        are zero. Features come back on the CPU in the model's dtype.
+        are zero. Features come back on the CPU in the model's dtype. With `prompt_features` the
+        final-norm states of each prompt's own tokens (padding dropped) come back too: the paper's
+        input-token ablation trains on those.
         """
         device = self.device
         inputs = {k: v.to(device) for k, v in self.prepare(prompts).items()}
@@ -320,7 +307,7 @@ class VisionLanguageModel:
         sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0) \
             if settings.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         stopping = [_EachToken(on_token, settings.max_new_tokens)] if on_token else []
-        capture_hook = _FinalNormCapture(settings.max_new_tokens)
+        capture_hook = _FinalNormCapture(settings.max_new_tokens, keep_prompt=prompt_features)
         handle = self.final_norm.register_forward_hook(capture_hook)
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -341,8 +328,12 @@ class VisionLanguageModel:
         for row, n in enumerate(lengths):
             features[row, n:] = 0
             generated[row, n:] = self.pad_token_id
+        prompts_states = None
+        if prompt_features:
+            real = inputs["attention_mask"].bool().cpu()
+            prompts_states = [capture_hook.prompt[row][real[row]] for row in range(real.shape[0])]
         return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated,
-                               source_family=self.family)
+                               prompt_features=prompts_states, source_family=self.family)
 
     @property
     def context_length(self) -> int:

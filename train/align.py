@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from thinkdiff_core.devices import training_autocast
 from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
 
 from . import checkpoints
@@ -44,12 +45,15 @@ from .decoder import ProxyDecoder, load_decoder, new_aligner, proxy_loss
 from .evaluate import evaluate, format_examples, held_out_batches
 from .optim import learning_rate, make_optimizer, set_learning_rate
 from .recipe import IGNORE_INDEX
+from .run_lock import RunLock
 from .variants import TrainingVariant, training_variant
 
 RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
-                     "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
+                     "data.masking", "data.features", "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
                      "model.variant", "model.decoder", "model.vision_encoder")
 """Options that decide the data order or the objective: a resumed run must keep them."""
+
+EXPORT_NAME = "aligner.safetensors"
 
 NO_CONFIG_HINT = (
     "Nothing to train yet. Try:\n"
@@ -62,20 +66,10 @@ NO_CONFIG_HINT = (
 )
 
 
-def mixed_precision(choice: str) -> str:
-    """bf16 autocast (the reference) or none; fp16 would need loss scaling and is not offered."""
-    if choice == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if choice not in ("bf16", "no"):
-        raise ValueError(f"run.mixed_precision must be auto, bf16 or no; got {choice!r} (fp16 autocast needs loss "
-                         f"scaling; use bf16 on GPUs that have it, or no).")
-    return choice
-
-
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """CPU runs use gloo across processes; on GPUs accelerate picks NCCL. Nothing else differs."""
     output = Path(config.run.output_dir)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(config.run.mixed_precision),
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=training_autocast(config.run.mixed_precision),
                        log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(output))
 
 
@@ -244,11 +238,15 @@ def prepare(config: TrainConfig) -> Run:
     if not config.run.resume and previous is not None:
         raise FileExistsError(f"{output} already holds checkpoints of a run ({previous.name}); pass --resume to continue "
                               f"it, or choose another run.output_dir.")
+    if not config.run.resume and (output / EXPORT_NAME).exists():
+        raise FileExistsError(f"{output / EXPORT_NAME} exists (an earlier run's aligner); a new run would replace it. "
+                              f"Move it away, or choose another run.output_dir.")
 
     decoder = variant.load_decoder(config.model.decoder, config.model.vision_encoder, dtype=config.model.decoder_dtype,
                                    device=device, dropout=config.model.decoder_dropout)
     batches = variant.batches(decoder, config.data.train, config.model.vlm_tokenizer, config.data.max_split,
-                              config.data.max_prefix_tokens, config.data.max_target_tokens)
+                              config.data.max_prefix_tokens, config.data.max_target_tokens, config.data.features,
+                              config.data.masking)
     info, input_size = variant.aligner_source(decoder, config.data.train)
     if config.model.init_aligner:
         start = load_aligner(config.model.init_aligner, dtype=torch.float32)
@@ -263,7 +261,7 @@ def prepare(config: TrainConfig) -> Run:
     optimizer = make_optimizer(aligner, config.optim)
     step, consumed = 0, 0
     if config.run.resume:
-        loaded, trainer = checkpoints.load(previous)
+        previous, loaded, trainer = checkpoints.load_latest_intact(output, log)
         for change in _check_resume(trainer, config, world):
             log(f"note: changed since the checkpoint: {change}")
         aligner.load_state_dict(loaded.module.state_dict())
@@ -362,7 +360,7 @@ def finish(run: Run, counters: dict[str, Any]) -> dict[str, Any]:
                "final_loss": counters["final_loss"],
                "ranks_in_sync": len(set(checksums)) == 1, **last_metrics}
     if run.main:
-        exported = save_aligner(output / "aligner.safetensors", run.aligner_file(), overwrite=True)
+        exported = save_aligner(output / EXPORT_NAME, run.aligner_file(), overwrite=True)
         summary["aligner"] = str(exported)
         (output / "summary.json").write_text(json.dumps(summary, indent=2))
         if not summary["ranks_in_sync"]:
@@ -372,11 +370,28 @@ def finish(run: Run, counters: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: the message says where it stopped and the command that resumes."""
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) one run; returns a summary (steps, speed, data-wait fraction, held-out metrics)."""
-    run = prepare(config)
-    counters = loop(run)
-    return finish(run, counters)
+    """Train (or resume) one run; returns a summary (steps, speed, data-wait fraction, held-out metrics).
+
+    Rank 0 holds the output folder's run lock throughout, so a second run into the same folder is refused
+    instead of interleaving checkpoints with this one.
+    """
+    rank_zero = int(os.environ.get("RANK", "0")) == 0  # set by accelerate launch / torchrun; unset: one process
+    with RunLock(config.run.output_dir, tqdm.write) if rank_zero else nullcontext():
+        run = prepare(config)
+        try:
+            counters = loop(run)
+        except KeyboardInterrupt:
+            saved = checkpoints.latest(run.output)
+            raise TrainingInterrupted(
+                f"interrupted at step {run.step} of {config.optim.max_steps}; the last checkpoint is "
+                f"{saved.name if saved else 'none yet (nothing to resume: start again)'}. Resume with: "
+                f"python -m train.align --config {run.output / 'config.yaml'} --resume") from None
+        return finish(run, counters)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.demo and (args.resume or vars(args).get("set:run.resume")):
+        print("error: --demo always starts afresh in a new folder (about 40 s), so there is nothing to resume: drop "
+              "--resume. To resume a real run: python -m train.align --config RUN_FOLDER/config.yaml --resume",
+              file=sys.stderr)
+        return 2
     if args.demo:
         from .demo import run_demo
 
@@ -413,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(config)
         return json.dumps(summary, indent=2) if "aligner" in summary else ""  # rank 0 reports
 
-    return cfg.run_tool(work)
+    try:
+        return cfg.run_tool(work)
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        return 130  # the shell's code for a run stopped by Ctrl-C
 
 
 if __name__ == "__main__":

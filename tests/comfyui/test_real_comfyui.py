@@ -32,7 +32,8 @@ pytestmark = pytest.mark.comfyui
 
 OURS = ("ThinkDiffVLMLoader", "ThinkDiffAlignerLoader", "ThinkDiffReason", "ThinkDiffConditioning",
         "ThinkDiffVisionLoader", "ThinkDiffVisionEncode")
-WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_clip_compose", "thinkdiff_clip_image_text"]
+WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_lvlm_vs_text", "thinkdiff_clip_compose",
+                  "thinkdiff_clip_image_text"]
 
 
 def node_ids(prompt: dict, class_type: str) -> list[str]:
@@ -201,6 +202,22 @@ def test_the_reasoning_workflow_runs_with_the_vlm_quantized(server, api_workflow
     cached = set(status_messages(entry).get("execution_cached", {}).get("nodes", []))
     assert the_id(prompt, "ThinkDiffVLMLoader") not in cached and the_id(prompt, "ThinkDiffReason") not in cached
     print(f"\nreasoning with the VLM in {precision}: {prompt_id} success")
+
+
+def test_the_vs_text_workflow_draws_both_images_from_one_answer(server, api_workflows):
+    """ThinkDiff and the VLM's text through FLUX's own encoding (the stand-in here), one answer, two saved PNGs."""
+    prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_vs_text"])
+    assert [prompt[i]["inputs"]["text"] for i in node_ids(prompt, STAND_IN_NODE_ID)
+            if isinstance(prompt[i]["inputs"]["text"], list)] == [[the_id(prompt, "ThinkDiffReason"), 1]]
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    pictures = []
+    for save in node_ids(prompt, "SaveImage"):
+        (saved,) = entry["outputs"][save]["images"]
+        with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+            assert image.format == "PNG" and image.size == (64, 64)
+            pictures.append(image.tobytes())
+    assert len(pictures) == 2 and pictures[0] != pictures[1]
 
 
 @pytest.mark.parametrize("name, pictures", [("thinkdiff_clip_compose", 2), ("thinkdiff_clip_image_text", 1)])

@@ -215,5 +215,25 @@ def test_picture_with_an_extreme_aspect_ratio_is_named(tiny_vlm):
     from thinkdiff_core.vlm import UnusableImage
 
     pictures = [Image.new("RGB", (56, 56)), Image.new("RGB", (28 * 300, 28))]
-    with pytest.raises(UnusableImage, match=r"Picture 2 \(8400x28 pixels, aspect ratio 300:1\).*Crop or pad"):
+    with pytest.raises(UnusableImage, match=r"Picture 2: 8400x28 pixels \(aspect ratio 300:1\).*Crop or pad"):
         tiny_vlm.prepare([compose_prompt(pictures, [])])
+
+
+def read_only_folder(tmp_path):
+    """A destination that cannot take files, for root too: a path whose parent is a regular file."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    return blocker / "results"
+
+
+def test_generate_refuses_an_unwritable_out_before_loading_models(tmp_path, colour_images, capsys):
+    from thinkdiff_core import generate
+
+    image = tmp_path / "a.png"
+    colour_images("red")[0].save(image)
+    out = read_only_folder(tmp_path) / "out.png"
+    assert generate.main(["--tiny", "--image", str(image), "--words", "a", "b", "--out", str(out)]) == 2
+    error = capsys.readouterr()
+    assert "--out" in error.err and "cannot write there" in error.err
+    assert "VLM:" not in error.out  # nothing was generated and then lost
+
