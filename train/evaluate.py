@@ -4,6 +4,9 @@ The proxy is the training objective itself, measured on samples the aligner neve
 - loss: token-mean cross-entropy of the target text given the aligned features;
 - token_accuracy: the decoder's teacher-forced next-token argmax equals the target token;
 - exact_match: the greedy decode equals the whole target text;
+- content_accuracy (when given the content words, as the demo does): of the target's words that are
+  content words (a colour, a shape), the share the greedy decode has at the same word position; unlike
+  the two above it cannot be met by the predictable endings ("on a plain background") alone;
 plus a few greedy decodes printed next to their targets. Split points come from a fixed seed, so
 two aligners (or two checkpoints of one run) are measured on exactly the same inputs.
 
@@ -39,10 +42,20 @@ class ProxyMetrics:
     exact_match: float
     samples: int
     examples: list[tuple[str, str, str]]  # (text the aligner saw, target, greedy decode)
+    content_accuracy: float | None = None  # None: no content words were given, or no target had one
+    content_words: int = 0  # how many content words the targets held
 
     def rows(self, prefix: str = "") -> list[str]:
         return [f"{prefix}loss: {self.loss:.4f}", f"{prefix}token_accuracy: {self.token_accuracy:.4f}",
                 f"{prefix}exact_match: {self.exact_match:.4f}", f"{prefix}samples: {self.samples}"]
+
+
+def content_hits(target: str, text: str, words: frozenset[str]) -> tuple[int, int]:
+    """(right, total) over the words of `target` that are in `words`: right where `text` has the same word
+    at the same word position."""
+    wanted, got = target.split(), text.split()
+    positions = [i for i, word in enumerate(wanted) if word in words]
+    return sum(i < len(got) and got[i] == wanted[i] for i in positions), len(positions)
 
 
 def held_out_batches(spec: str, batches: LvlmBatches | ClipBatches, batch_size: int, limit: int,
@@ -68,10 +81,11 @@ def held_out_batches(spec: str, batches: LvlmBatches | ClipBatches, batch_size: 
 
 @torch.no_grad()
 def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list[dict], device: torch.device,
-             show: int = 4, autocast: Callable[[], object] = nullcontext) -> ProxyMetrics:
+             show: int = 4, autocast: Callable[[], object] = nullcontext,
+             content_words: frozenset[str] = frozenset()) -> ProxyMetrics:
     """Proxy metrics of `aligner` over `eval_batches` (the decoder's dropout off while measuring)."""
     tokenizer = decoder.tokenizer
-    total_loss = correct = tokens = exact = count = 0
+    total_loss = correct = tokens = exact = count = content_right = content_total = 0
     examples: list[tuple[str, str, str]] = []
     was_training = aligner.training
     aligner.eval()
@@ -88,11 +102,14 @@ def evaluate(aligner: torch.nn.Module, decoder: ProxyDecoder, eval_batches: list
             for row, text in enumerate(decoded):
                 target = tokenizer.decode(labels[row][real[row]], skip_special_tokens=True)
                 exact += text.strip() == target.strip()
+                right, total = content_hits(target, text, content_words)
+                content_right, content_total = content_right + right, content_total + total
                 if len(examples) < show:
                     examples.append((batch["prefixes"][row] if "prefixes" in batch else "", target, text))
             count += len(decoded)
     aligner.train(was_training)
-    return ProxyMetrics(total_loss / max(tokens, 1), correct / max(tokens, 1), exact / max(count, 1), count, examples)
+    return ProxyMetrics(total_loss / max(tokens, 1), correct / max(tokens, 1), exact / max(count, 1), count, examples,
+                        content_right / content_total if content_total else None, content_total)
 
 
 def format_examples(examples: list[tuple[str, str, str]], width: int = 40,

@@ -3,9 +3,10 @@
 import pytest
 
 from thinkdiff_core.checkpoint import load_aligner
-from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
+from thinkdiff_core.testing.tiny import COLOURS, SHAPES, TINY_BLIP2_VISION_WIDTH
 from thinkdiff_core.tokens import CLIP_RECIPE, LVLM_RECIPE
-from train.demo import run_demo
+from train.demo import run_demo, vlm_content_accuracy
+from train.evaluate import content_hits
 
 
 # (variant, recipe, source, aligner input size, loss divided by at least, token accuracy gain, exact-match gain).
@@ -27,8 +28,36 @@ def test_demo_alignment_beats_the_untrained_aligner_by_a_wide_margin(tmp_path, v
     assert after.loss < before.loss / loss_factor
     assert after.token_accuracy >= before.token_accuracy + accuracy_gain
     assert after.exact_match >= before.exact_match + exact_gain
+    assert after.content_words == before.content_words > 0 and after.content_accuracy >= before.content_accuracy
 
     aligner = load_aligner(result["aligner"])
     assert aligner.info.token_recipe == recipe and aligner.info.source_model_id == source
     assert aligner.info.provenance["recipe"] == f"thinkdiff-{variant}" and aligner.info.provenance["steps"] == 120
     assert aligner.module.input_size == input_size and aligner.module.output_size == 64
+
+
+def test_content_hits_count_only_colour_and_shape_words_at_their_position():
+    words = frozenset(COLOURS) | frozenset(SHAPES)
+    assert content_hits("red star on a plain background", "red star on a plain background", words) == (2, 2)
+    # the predictable ending right, the content wrong: no credit, unlike exact match or token accuracy
+    assert content_hits("red star on a plain background", "blue star on a plain background", words) == (1, 2)
+    assert content_hits("red star on a plain background", "star red on a plain background", words) == (0, 2)
+    assert content_hits("red star on a plain background", "red", words) == (1, 2)
+    assert content_hits("on a plain background", "on a plain background", words) == (0, 0)
+
+
+def test_the_vlm_content_accuracy_reads_the_stored_answers_against_the_true_captions(tmp_path):
+    import io
+    import json
+    import tarfile
+
+    rows = [("a red star on a plain background", "a red star on a plain background"),
+            ("a blue ring on a plain background", "a blue circle on a plain background")]
+    with tarfile.open(tmp_path / "000000.tar", "w") as tar:
+        for i, (caption, text) in enumerate(rows):
+            data = json.dumps({"caption": caption, "text": text}).encode()
+            info = tarfile.TarInfo(f"{i:06d}.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert vlm_content_accuracy(tmp_path) == 3 / 4
+    assert vlm_content_accuracy(tmp_path / "empty") is None
