@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .checkpoint import LoadedAligner, load_aligner
 from .cli import positive_int, run_cli
@@ -46,7 +47,9 @@ OFFICIAL_ALIGNERS = {"lvlm": OFFICIAL_LVLM_ALIGNER, "clip": OFFICIAL_CLIP_ALIGNE
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m thinkdiff_core.generate", description=__doc__.splitlines()[0])
     inputs = parser.add_argument_group("inputs")
-    inputs.add_argument("--image", action="append", required=True, help="a reference image; repeat for several")
+    inputs.add_argument("--image", action="append", default=[],
+                        help="a reference image; repeat for several (required, except with --tiny: then two plain "
+                             "pictures it makes, a red and a blue square, with the words red blue green (LVLM) unless --words)")
     inputs.add_argument("--words", nargs="+", default=[],
                         help="LVLM: cobsat_reasoning: one word per image, then the query word; compose: labels (+ a request)")
     inputs.add_argument("--preset", choices=PRESETS, default="cobsat_reasoning", help="LVLM: how the VLM is asked")
@@ -125,10 +128,20 @@ def model_parts(args: argparse.Namespace, workdir: Path) -> dict:
     return {"flux": args.flux or FLUX_DEV_ID, "aligner": aligner, "vlm": args.vlm, "vision_encoder": vision_encoder}
 
 
+def tiny_images() -> list[Image.Image]:
+    """`--tiny` without `--image`: two plain pictures, enough for a smoke run of the whole path."""
+    return [Image.new("RGB", (64, 64), colour) for colour in ((220, 30, 30), (30, 60, 220))]
+
+
 def run(args: argparse.Namespace) -> Path:
     out = check_output(args.out, args.overwrite)
-    request = ThinkDiffRequest([open_image(path) for path in args.image], args.words, args.preset, args.instruction,
-                               args.prompt)
+    if not args.image and not args.tiny:
+        raise ValueError("give at least one reference picture with --image PATH (repeat it for several); only --tiny "
+                         "makes its own.")
+    images = [open_image(path) for path in args.image] if args.image else tiny_images()
+    # LVLM's CoBSAT preset wants one word per picture and the query last; CLIP reads no words
+    words = args.words or ([] if args.image or args.variant == "clip" else ["red", "blue", "green"])
+    request = ThinkDiffRequest(images, words, args.preset, args.instruction, args.prompt)
     settings = GenerationSettings(
         seed=args.seed, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         min_new_tokens=args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens,

@@ -155,3 +155,15 @@ def test_nan_temperature_is_one_error_line(tmp_path, colour_images, capsys):
                           "--temperature", "nan"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "temperature" in error
+
+
+def test_tiny_run_needs_no_images_and_a_real_run_asks_for_one(tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert generate.main(["--tiny", "--out", str(out), "--max-new-tokens", "4", "--steps", "1"]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+    capsys.readouterr()
+    assert generate.main(["--tiny", "--variant", "clip", "--out", str(tmp_path / "c.png"), "--steps", "1"]) == 0
+    capsys.readouterr()
+    assert generate.main(["--out", str(tmp_path / "y.png")]) == 2
+    assert "--image PATH" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
