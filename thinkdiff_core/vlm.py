@@ -16,7 +16,6 @@ import inspect
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,9 @@ import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
-from .devices import DTYPES, compute_device, resolve_dtype  # noqa: F401  (DTYPES: the loaders' table)
+from .devices import compute_device
 from .files import check_safetensors_files, read_json_object
+from .hub import model_id_of, transformers_folder
 from .memory import choose_precision
 from .precision import Precision, resolve_precision
 from .prompts import Prompt
@@ -36,7 +36,6 @@ from .tokens import LVLM_RECIPE, ThinkDiffTokens
 SUPPORTED_MODEL_TYPES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 
@@ -71,21 +70,9 @@ def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: 
     return AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, **backend)
 
 
-def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
-    """A local model folder, or a Hub id downloaded (or found in the cache) to one."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(
-                f"{path} has no config.json, so it is not a Hugging Face model folder. Point at the folder that "
-                f"holds config.json and the *.safetensors files (e.g. models/vlm/Qwen2-VL-7B-Instruct)."
-            )
-        return path
-    if path.exists() or not HUB_ID.match(str(name_or_path)):
-        raise FileNotFoundError(f"No model folder at {path}, and {str(name_or_path)!r} is not a Hub id like 'Qwen/Qwen2-VL-7B-Instruct'.")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
+def vlm_folder(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local VLM folder, or a Hub id downloaded (or found in the cache) to one."""
+    return transformers_folder(name_or_path, "Qwen/Qwen2-VL-7B-Instruct", "models/vlm/Qwen2-VL-7B-Instruct")
 
 
 def _check_model_type(folder: Path, trust_remote_code: bool) -> str:
@@ -177,7 +164,7 @@ class VisionLanguageModel:
         `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
         resolve `auto` against that device themselves, passing a `Precision`).
         """
-        folder = resolve_model_folder(name_or_path)
+        folder = vlm_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
         check_safetensors_files(folder)
         target = compute_device(device)
@@ -192,7 +179,7 @@ class VisionLanguageModel:
             model.to(target)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
-        model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
+        model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else model_id_of(folder)
         return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
 
     @property
@@ -324,9 +311,3 @@ class VisionLanguageModel:
         first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full((generated.shape[0],), generated.shape[1]))
         return first.tolist()
 
-
-def _model_id_of(folder: Path) -> str:
-    """A readable id for a local folder: its `_name_or_path` if it names a Hub repo, else the folder name."""
-    config = read_json_object(folder / "config.json")
-    name = str(config.get("_name_or_path", ""))
-    return name if HUB_ID.match(name) else folder.name

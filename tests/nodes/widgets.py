@@ -13,7 +13,7 @@ from typing import Any
 
 from thinkdiff_core import MODES, PRESETS, GenerationSettings
 from thinkdiff_core.checkpoint import OFFICIAL_SUFFIXES, SAFETENSORS_SUFFIXES
-from thinkdiff_core.vlm import DTYPES
+from thinkdiff_core.devices import DTYPES
 
 CONTROL_AFTER_GENERATE = ("fixed", "increment", "decrement", "randomize")
 """What the editor stores after a widget with `control_after_generate` (its own extra widget value)."""
