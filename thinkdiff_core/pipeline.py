@@ -165,6 +165,7 @@ class ThinkDiffPipeline:
         self.aligner = aligner
         self.source = source
         self.offload = "none"
+        self.allow_other_vlm = False  # True aligns another VLM family's tokens (experiments; thinkdiff_core.families)
         self._check_parts()
 
     @property
@@ -338,7 +339,7 @@ class ThinkDiffPipeline:
             conditioning = t5_prompt_conditioning(self.flux, tokens.texts, guidance_scale, self.device,
                                                   PLAIN_PROMPT_T5_LENGTH)
         else:
-            aligned = self.aligner(tokens)
+            aligned = self.aligner(tokens, self.allow_other_vlm)
             if method == "thinkdiff+text":
                 base = self.source.base_conditioning(self.flux, requests, guidance_scale, self.device, with_text=True)
                 conditioning = merge_conditioning(base, aligned, "prepend")
