@@ -29,6 +29,9 @@ from .tokens import CLIP_RECIPE, ThinkDiffTokens
 from .vision import BLIP2_HUB_ID, VisionEncoder
 from .vlm import GenerationSettings, VisionLanguageModel
 
+FEATURE_SOURCES = ("generated", "input", "both")
+"""What an LVLM aligner reads: the paper's generated-token states, or its ablations' prompt-token states
+(then the generated ones for "both"). Training records it in the aligner's provenance (`features`)."""
 REFERENCE_SIZE = 512
 """ThinkDiff-LVLM's reference image size (CoBSAT runs)."""
 REFERENCE_SIZE_CLIP = 1024
@@ -66,8 +69,23 @@ def clip_pooled(text_encoder: torch.nn.Module, tokenizer, texts: Sequence[str], 
         return text_encoder(ids.to(device), output_hidden_states=False).pooler_output
 
 
+def t5_prompt_conditioning(flux, prompts: Sequence[str], guidance_scale: float, device: torch.device,
+                           max_sequence_length: int = REFERENCE_T5_LENGTH) -> Conditioning:
+    """FluxPipeline's own prompt encoding: T5 of each prompt padded to `max_sequence_length`, CLIP-L pooled."""
+    with torch.no_grad():
+        t5, pooled, _ = flux.encode_prompt(prompt=list(prompts), prompt_2=None, device=device,
+                                           max_sequence_length=max_sequence_length)
+    dtype = flux.transformer.dtype
+    return [[t5.to(dtype), {"pooled_output": pooled.to(dtype), "guidance": guidance_scale}]]
+
+
 class ReasoningSource:
-    """ThinkDiff-LVLM: a VLM reasons over images and words; its answer's token features are the prompt."""
+    """ThinkDiff-LVLM: a VLM reasons over images and words; its answer's token features are the prompt.
+
+    `base_conditioning(..., with_text=True)` is the reference's multi-image-input script (the
+    pipeline's `thinkdiff+text` method): each request's prompt, encoded by FLUX's T5 (128 tokens),
+    follows the aligned answer and its CLIP-L pooled vector is FLUX's; FLUX's T5 must then be loaded.
+    """
 
     variant: ClassVar[str] = "lvlm"
     merge_mode: ClassVar[str] = "replace"
@@ -75,8 +93,10 @@ class ReasoningSource:
     needs_t5: ClassVar[bool] = False
     """FLUX's T5-XXL (~9.5 GB in bf16) is never loaded: the aligned answer replaces the prompt."""
 
-    def __init__(self, vlm: VisionLanguageModel) -> None:
-        self.vlm = vlm
+    def __init__(self, vlm: VisionLanguageModel, features: str = "generated") -> None:
+        if features not in FEATURE_SOURCES:
+            raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {features!r}.")
+        self.vlm, self.features = vlm, features
 
     @property
     def model(self) -> torch.nn.Module:
@@ -103,15 +123,28 @@ class ReasoningSource:
 
     def tokens(self, requests: Sequence[ThinkDiffRequest], settings: GenerationSettings,
                on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
-        """The VLM's generated-token features for every request, in one batch."""
+        """The VLM's generated-token features for every request, in one batch; for an aligner trained on the
+        paper's ablations (`features` input or both), the prompt tokens' states (then the generated ones)."""
         prompts = [build_prompt(r.preset, as_pil_list(r.images), list(r.words), r.instruction)
                    for r in requests]
-        return self.vlm.generate(prompts, settings, on_token=on_token)
+        answer = self.vlm.generate(prompts, settings, on_token=on_token, prompt_features=self.features != "generated")
+        if self.features == "generated":
+            return answer
+        rows = [prompt if self.features == "input" else torch.cat([prompt, generated[:length]])
+                for prompt, generated, length in zip(answer.prompt_features, answer.features, answer.lengths)]
+        features = answer.features.new_zeros(len(rows), max(len(row) for row in rows), answer.hidden_size)
+        for index, row in enumerate(rows):
+            features[index, :len(row)] = row
+        return ThinkDiffTokens(features, answer.source_model_id, answer.token_recipe, lengths=[len(r) for r in rows],
+                               texts=answer.texts, token_ids=answer.token_ids)
 
     def base_conditioning(self, flux, requests: Sequence[ThinkDiffRequest], guidance_scale: float,
-                          device: torch.device) -> Conditioning:
+                          device: torch.device, with_text: bool = False) -> Conditioning:
         """Pooled CLIP-L of the empty prompt and no text tokens (`replace` keeps only the width of `cond`;
-        the nodes pass the empty prompt's T5 output there, which `replace` discards)."""
+        the nodes pass the empty prompt's T5 output there, which `replace` discards); `with_text`: the
+        prompts' own encoding (`t5_prompt_conditioning`), which the aligned answer goes before."""
+        if with_text:
+            return t5_prompt_conditioning(flux, [r.prompt for r in requests], guidance_scale, device)
         dtype = flux.transformer.dtype
         pooled = clip_pooled(flux.text_encoder, flux.tokenizer, [""], device).to(dtype)
         cond = torch.zeros(1, 0, flux.transformer.config.joint_attention_dim, dtype=dtype, device=device)
@@ -170,12 +203,9 @@ class VisionSource:
 
     def base_conditioning(self, flux, requests: Sequence[ThinkDiffRequest], guidance_scale: float,
                           device: torch.device) -> Conditioning:
-        """FluxPipeline's own prompt encoding: T5 of each prompt padded to `max_sequence_length`, CLIP-L pooled."""
-        with torch.no_grad():
-            t5, pooled, _ = flux.encode_prompt(prompt=[r.prompt for r in requests], prompt_2=None, device=device,
-                                               max_sequence_length=self.max_sequence_length)
-        dtype = flux.transformer.dtype
-        return [[t5.to(dtype), {"pooled_output": pooled.to(dtype), "guidance": guidance_scale}]]
+        """FluxPipeline's own prompt encoding of each request's prompt (`t5_prompt_conditioning`)."""
+        return t5_prompt_conditioning(flux, [r.prompt for r in requests], guidance_scale, device,
+                                      self.max_sequence_length)
 
 
 SOURCES: dict[str, type[ReasoningSource] | type[VisionSource]] = {"lvlm": ReasoningSource, "clip": VisionSource}

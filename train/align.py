@@ -49,7 +49,7 @@ from .run_lock import RunLock
 from .variants import TrainingVariant, training_variant
 
 RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
-                     "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
+                     "data.masking", "data.features", "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
                      "model.variant", "model.decoder", "model.vision_encoder")
 """Options that decide the data order or the objective: a resumed run must keep them."""
 
@@ -193,7 +193,7 @@ class Run:
                 "steps": self.step, "data": config.data.train,
                 "samples_seen": self.step * config.data.batch_size * config.optim.grad_accum * world,
                 "batch_size": config.data.batch_size * config.optim.grad_accum * world, "seed": config.run.seed,
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                **self.batches.recorded, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
     def aligner_file(self) -> LoadedAligner:
         """The aligner as checkpoints and the export hold it, with this step's provenance."""
@@ -245,7 +245,8 @@ def prepare(config: TrainConfig) -> Run:
     decoder = variant.load_decoder(config.model.decoder, config.model.vision_encoder, dtype=config.model.decoder_dtype,
                                    device=device, dropout=config.model.decoder_dropout)
     batches = variant.batches(decoder, config.data.train, config.model.vlm_tokenizer, config.data.max_split,
-                              config.data.max_prefix_tokens, config.data.max_target_tokens)
+                              config.data.max_prefix_tokens, config.data.max_target_tokens, config.data.features,
+                              config.data.masking)
     info, input_size = variant.aligner_source(decoder, config.data.train)
     if config.model.init_aligner:
         start = load_aligner(config.model.init_aligner, dtype=torch.float32)

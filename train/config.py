@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from thinkdiff_core.cli import USER_ERRORS
+
 PRESET_DIR = Path(__file__).parent / "presets"
 Config = TypeVar("Config")
 
@@ -209,7 +211,6 @@ def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotImplementedError)
 
 
 def run_tool(work: Callable[[], str]) -> int:
@@ -257,6 +258,11 @@ class DataOptions:
     shuffle_buffer: int = option(1000, "samples in each worker's shuffle buffer (the reference: 1000)")
     max_split: int = option(128, "lvlm: largest split point: the aligner sees tokens [:s], s uniform in "
                                  "[1, min(T-1, max_split)]")
+    masking: str = option("random", "lvlm: random (the paper's split) or none (its ablation, 0.287 vs 0.417 on CoBSAT "
+                                    "2-shot: the aligner sees all T tokens, the decoder must reproduce all their text)")
+    features: str | None = option(None, "lvlm: what the aligner sees: generated (the paper), input (the prompt "
+                                        "tokens' states, its 0.016 ablation) or both; null: what train.precompute "
+                                        "--features recorded")
     max_prefix_tokens: int = option(32, "clip: T5 tokens of the caption start the T5 encoder reads (the reference's "
                                         "max_txt_len)")
     max_target_tokens: int = option(128, "T5 tokens of the target text (lvlm: of tokens [s:]; clip: the caption's "
