@@ -47,9 +47,11 @@ class UnusableImage(ValueError):
     """A picture the VLM's image processor cannot take; training precompute skips and counts these."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationSettings:
-    """Sampling settings; the defaults are the reference inference settings (paper.md)."""
+    """Sampling settings; the defaults are the reference inference settings (paper.md).
+
+    Frozen: one instance is the default argument of `generate` and the source of the CLIs' and nodes' defaults."""
 
     seed: int = 0
     temperature: float = 0.6
@@ -147,6 +149,7 @@ class VisionLanguageModel:
         self.model = model
         self.precision = precision or resolve_precision(model.dtype, model.device)
         self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"  # batched generation appends after the prompt, so pad on the left
         self.image_processor = image_processor
         self.chat_template = chat_template
         self.model_id = model_id
@@ -234,7 +237,6 @@ class VisionLanguageModel:
             texts = [self._expand_images(text, len(p.images), counts) for text, p in zip(texts, prompts)]
         else:
             texts = [self._expand_images(text, 0, iter(())) for text in texts]
-        self.tokenizer.padding_side = "left"
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
         inputs.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         if self._wants_mm_token_type_ids:
