@@ -80,8 +80,12 @@ def _check_width(cond: torch.Tensor, aligned: torch.Tensor) -> None:
     )
 
 
-def detect_rule(extras: dict) -> str:
-    """The layout rule of one `[cond, extras]` read from its pooled vector, or an error naming the encoder to use."""
+def detect_rule(cond: torch.Tensor, extras: dict) -> str:
+    """The layout rule of one `[cond, extras]` read from its pooled vector, or an error naming the encoder to use.
+
+    Only a real T5-XXL-wide base is told apart by its pooled width; a narrower one (tiny stand-in models) is
+    FLUX-like when it has a pooled vector and T5-only when it has none.
+    """
     if "conditioning_llama3" in extras:
         raise ValueError(
             "The base conditioning comes from HiDream's text encoder (it carries conditioning_llama3), which "
@@ -91,6 +95,8 @@ def detect_rule(extras: dict) -> str:
     pooled = extras.get("pooled_output")
     if pooled is None:
         return "t5"
+    if cond.shape[-1] != T5_HIDDEN_SIZE:
+        return "flux"
     width = pooled.shape[-1]
     for rule, expected in POOLED_WIDTHS.items():
         if expected == width:
@@ -102,11 +108,11 @@ def detect_rule(extras: dict) -> str:
     )
 
 
-def _rule(target: str, extras: dict) -> str:
+def _rule(target: str, cond: torch.Tensor, extras: dict) -> str:
     """The rule for `target`, checked against what the base conditioning actually is."""
     if target not in TARGETS:
         raise ValueError(f"Unknown target {target!r}; choose one of {tuple(TARGETS)}.")
-    found = detect_rule(extras)
+    found = detect_rule(cond, extras)
     wanted = TARGETS[target]
     if wanted is not None and wanted != found:
         pooled = extras.get("pooled_output")
@@ -220,7 +226,7 @@ def merge_conditioning(base: Conditioning, aligned: torch.Tensor, mode: str = "r
     merged = []
     for cond, extras in base:
         _check_width(cond, aligned)
-        rule = _rule(target, extras)
+        rule = _rule(target, cond, extras)
         batch = max(cond.shape[0], aligned.shape[0])
         tokens = _broadcast(aligned.to(device=cond.device, dtype=cond.dtype), batch, "aligned token sets")
         if strength != 1.0:
