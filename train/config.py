@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from thinkdiff_core.cli import USER_ERRORS
+
 PRESET_DIR = Path(__file__).parent / "presets"
 Config = TypeVar("Config")
 
@@ -209,7 +211,6 @@ def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotImplementedError)
 
 
 def run_tool(work: Callable[[], str]) -> int:
