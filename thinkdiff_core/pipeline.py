@@ -255,7 +255,7 @@ class ThinkDiffPipeline:
             if not isinstance(vlm, VisionLanguageModel):
                 precision = choose_precision(vlm_precision or dtype, resolve_model_folder(vlm), target, trust_remote_code)
                 vlm = VisionLanguageModel.from_pretrained(vlm, dtype=precision, trust_remote_code=trust_remote_code)
-            source = ReasoningSource(vlm)
+            source = ReasoningSource(vlm, loaded_aligner.info.provenance.get("features", "generated"))
         without_t5 = {} if source.needs_t5 or load_t5 else {"text_encoder_2": None, "tokenizer_2": None}
         flux_pipeline = FluxPipeline.from_pretrained(flux_source, **without_t5, **_diffusers_dtype_kwarg(torch_dtype))
         pipeline = cls(flux_pipeline, loaded_aligner, source)
