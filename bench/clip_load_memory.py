@@ -54,10 +54,11 @@ def measure(how: str, path: str, dtype: str) -> None:
     import torch
     from transformers import Blip2ForConditionalGeneration
 
-    from thinkdiff_core.vision import BLIP2_EVAL_PROCESSOR, VisionEncoder, _pil_image_processor
+    from thinkdiff_core.processors import blip_pil_image_processor
+    from thinkdiff_core.vision import BLIP2_EVAL_PROCESSOR, VisionEncoder
 
     torch.set_num_threads(1)
-    _pil_image_processor(BLIP2_EVAL_PROCESSOR)  # imports that loading triggers lazily are not loading's cost
+    blip_pil_image_processor(BLIP2_EVAL_PROCESSOR)  # imports that loading triggers lazily are not loading's cost
     torch.ones(4).sum()
     baseline = current_rss()
     if how == "full_model":

@@ -37,8 +37,9 @@ from safetensors import SafetensorError, safe_open
 from transformers import Blip2Config, Blip2VisionConfig, Blip2VisionModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .checkpoint import safetensors_format, write_safetensors_atomic
+from .files import safetensors_format, write_safetensors_atomic
 from .images import ImageInput, as_pil_list
+from .processors import blip_pil_image_processor
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
 from .devices import compute_device, resolve_dtype
 from .hub import download_file, is_hub_id, model_id_of
@@ -84,15 +85,6 @@ def clip_recipe_tokens(last_hidden_state: torch.Tensor, downsample_factor: int =
     small = side // downsample_factor
     grid = F.interpolate(grid, size=(small, small), mode="bilinear", align_corners=False)
     return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(patches.shape[0], small * small, -1)], dim=1)
-
-
-def _pil_image_processor(settings: dict[str, Any]):
-    """transformers' BLIP image processor on its PIL backend (5.x name first, 4.x's slow one second)."""
-    try:
-        from transformers import BlipImageProcessorPil as processor_class
-    except ImportError:
-        from transformers import BlipImageProcessor as processor_class  # 4.x: the slow processor is the PIL one
-    return processor_class(do_convert_rgb=True, **settings)
 
 
 @dataclass
@@ -343,7 +335,7 @@ class VisionEncoder:
         hub_id = str(path) if not local.exists() and is_hub_id(str(path)) else None
         weights = read_vision_weights(download_vision_files(hub_id) if hub_id else local, device=device,
                                       dtype=resolve_dtype(dtype, target))
-        return cls(build_vision_model(weights), _pil_image_processor(weights.processor_settings), hub_id or weights.model_id)
+        return cls(build_vision_model(weights), blip_pil_image_processor(weights.processor_settings), hub_id or weights.model_id)
 
     @property
     def hidden_size(self) -> int:
