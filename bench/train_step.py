@@ -24,7 +24,7 @@ from train_setup import step_vs_bare, tiny_world
 from train.config import OptimOptions
 from train.data import decode_feature_sample, expand_shards, tar_samples
 from train.decoder import load_decoder, new_aligner
-from train.evaluate import vlm_tokenizer_for
+from train.variants import vlm_tokenizer_for
 from train.optim import make_optimizer
 from train.recipe import LvlmBatches
 

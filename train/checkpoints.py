@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,17 @@ def load(path: str | Path) -> tuple[LoadedAligner, dict[str, Any]]:
     path = Path(path)
     return load_aligner(path / "aligner.safetensors", dtype=torch.float32), torch.load(
         path / "trainer.pt", map_location="cpu", weights_only=True)
+
+
+def load_latest_intact(output_dir: str | Path, log: Callable[[str], None]) -> tuple[Path, LoadedAligner, dict[str, Any]]:
+    """The newest checkpoint that loads; a damaged newer one (a disk that filled up, a copy cut short) is
+    skipped, saying so, instead of ending the resume with a traceback."""
+    found = checkpoints(output_dir)
+    for path in reversed(found):
+        try:
+            return (path, *load(path))
+        except Exception as error:  # a damaged file fails in many ways: EOF, a zip index, unpickling, shapes
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+            log(f"note: checkpoint {path} is damaged ({reason}); trying the one before it")
+    raise ValueError(f"--resume: none of the {len(found)} checkpoint(s) in {Path(output_dir) / CHECKPOINTS} can be read. "
+                     f"Delete the damaged step-* folders and start again without --resume.")

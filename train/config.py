@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from thinkdiff_core.cli import USER_ERRORS
+
 PRESET_DIR = Path(__file__).parent / "presets"
 Config = TypeVar("Config")
 
@@ -130,7 +132,16 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}. Give a .yaml or .json file (see train/presets/).")
     text = path.read_text()
-    values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    try:
+        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}. Fix that "
+                         f"line (a preset in train/presets/ shows the layout).") from error
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"{path} is not valid YAML{at}: {getattr(error, 'problem', None) or error}. Fix that line (a "
+                         f"preset in train/presets/ shows the layout).") from error
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of options, got {type(values).__name__}.")
     return values
@@ -200,7 +211,6 @@ def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotImplementedError)
 
 
 def run_tool(work: Callable[[], str]) -> int:
@@ -248,6 +258,11 @@ class DataOptions:
     shuffle_buffer: int = option(1000, "samples in each worker's shuffle buffer (the reference: 1000)")
     max_split: int = option(128, "lvlm: largest split point: the aligner sees tokens [:s], s uniform in "
                                  "[1, min(T-1, max_split)]")
+    masking: str = option("random", "lvlm: random (the paper's split) or none (its ablation, 0.287 vs 0.417 on CoBSAT "
+                                    "2-shot: the aligner sees all T tokens, the decoder must reproduce all their text)")
+    features: str | None = option(None, "lvlm: what the aligner sees: generated (the paper), input (the prompt "
+                                        "tokens' states, its 0.016 ablation) or both; null: what train.precompute "
+                                        "--features recorded")
     max_prefix_tokens: int = option(32, "clip: T5 tokens of the caption start the T5 encoder reads (the reference's "
                                         "max_txt_len)")
     max_target_tokens: int = option(128, "T5 tokens of the target text (lvlm: of tokens [s:]; clip: the caption's "

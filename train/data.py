@@ -214,21 +214,26 @@ class FeatureSample:
     features: torch.Tensor  # [T, D]
     token_ids: torch.Tensor  # [T]
     meta: dict[str, Any]
+    input_features: torch.Tensor | None = None  # [P, D]: the prompt tokens' states (`precompute --features input|both`)
 
     @property
     def length(self) -> int:
         return self.features.shape[0]
 
 
-def encode_feature_sample(key: str, features: torch.Tensor, token_ids: torch.Tensor, meta: dict[str, Any]) -> dict:
+def encode_feature_sample(key: str, features: torch.Tensor, token_ids: torch.Tensor, meta: dict[str, Any],
+                          input_features: torch.Tensor | None = None) -> dict:
     """A tar sample: the tensors as safetensors bytes (no pickle anywhere), the rest as JSON."""
     tensors = {"features": features.contiguous(), "token_ids": token_ids.to(torch.int64).contiguous()}
+    if input_features is not None:
+        tensors["input_features"] = input_features.contiguous()
     return {"__key__": key, "safetensors": save_tensors(tensors), "json": json.dumps(meta).encode()}
 
 
 def decode_feature_sample(raw: dict[str, Any]) -> FeatureSample:
     tensors = load_tensors(raw["safetensors"])
-    return FeatureSample(raw["__key__"], tensors["features"], tensors["token_ids"], json.loads(raw["json"]))
+    return FeatureSample(raw["__key__"], tensors["features"], tensors["token_ids"], json.loads(raw["json"]),
+                         tensors.get("input_features"))
 
 
 def read_manifest(spec: str) -> dict[str, Any]:
@@ -242,13 +247,6 @@ def read_manifest(spec: str) -> dict[str, Any]:
         raise ValueError(f"{path} is not a ThinkDiff feature manifest (format={manifest.get('format')!r}).")
     manifest["folder"] = str(folder)
     return manifest
-
-
-def feature_samples(shards: Iterable[str]) -> Iterator[FeatureSample]:
-    """Every feature sample of `shards` in order (held-out evaluation reads this way)."""
-    for shard in shards:
-        for raw in tar_samples(shard):
-            yield decode_feature_sample(raw)
 
 
 def worker_batches_before(consumed: int, worker: int, workers: int) -> int:

@@ -20,8 +20,9 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from thinkdiff_core.aligner import Aligner
+from thinkdiff_core.files import check_model_source
 from thinkdiff_core.vision import VisionEncoder
-from thinkdiff_core.vlm import resolve_dtype
+from thinkdiff_core.devices import resolve_dtype
 
 from .recipe import IGNORE_INDEX, feature_mask
 
@@ -60,6 +61,8 @@ def load_decoder(name_or_path: str, keep_encoder: bool = False, dtype: str = "au
     tower, in the same dtype and on the same device, frozen and in eval mode.
     """
     device = torch.device(device)
+    check_model_source(name_or_path, "model.decoder", "a T5 / Flan-T5 folder (config.json + weights) or a Hub id like "
+                                                      "google/flan-t5-xxl")
     model = T5ForConditionalGeneration.from_pretrained(name_or_path, dtype=resolve_dtype(dtype, device))
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     norm_weight = model.encoder.final_layer_norm.weight.detach().float().clone()

@@ -35,12 +35,12 @@ from thinkdiff_core.vlm import VisionLanguageModel
 
 from . import config as cfg
 from .config import TrainConfig
-from .decoder import load_decoder, new_aligner
-from .evaluate import ProxyMetrics, evaluate, format_examples, held_out_batches, make_batches
+from .decoder import new_aligner
+from .evaluate import ProxyMetrics, evaluate, format_examples, held_out_batches
 from .precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
 from .precompute import run as precompute
-from .recipe import check_variant
 from .synthetic import ShapeSample, all_captions, shape_samples, write_image_folder
+from .variants import ClipVariant, training_variant
 
 TRAIN_IMAGES, HELD_OUT_IMAGES = 384, 96
 VLM_STEPS, T5_STEPS = 200, 300
@@ -128,8 +128,8 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
              vlm_steps: int = VLM_STEPS, t5_steps: int = T5_STEPS, overrides: dict | None = None,
              variant: str = "lvlm") -> dict:
     """Build the stand-ins, precompute (LVLM), align, evaluate; print the before/after table; return the numbers."""
-    check_variant(variant)
-    clip = variant == "clip"
+    trained = training_variant(variant)
+    clip = trained is ClipVariant  # the stand-ins to build: a VLM to precompute with, or a vision tower
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and steady on a shared machine
     output = Path(output or f"runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if output.exists() and any(output.iterdir()):
@@ -172,12 +172,11 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
         "model": {"decoder": str(t5_folder), **model}, "data": {"train": data["train"], "eval": data["held_out"]},
         "run": {"output_dir": str(output / "run")}})
     config = cfg.merge(config, overrides or {})
-    decoder = load_decoder(str(t5_folder), keep_encoder=clip, dropout=config.model.decoder_dropout,
-                           vision_encoder=config.model.vision_encoder if clip else None)
-    batches = make_batches(variant, decoder, data["held_out"], None, config.data.max_split,
-                           config.data.max_prefix_tokens, config.data.max_target_tokens)
+    decoder = trained.load_decoder(str(t5_folder), config.model.vision_encoder, dropout=config.model.decoder_dropout)
+    batches = trained.batches(decoder, data["held_out"], None, config.data.max_split, config.data.max_prefix_tokens,
+                              config.data.max_target_tokens, config.data.features, config.data.masking)
     eval_batches = held_out_batches(data["held_out"], batches, 32, config.data.eval_samples)
-    input_size = decoder.vision.hidden_size if clip else eval_batches[0]["features"].shape[-1]
+    input_size = trained.input_size(decoder, eval_batches[0])
     stage("held-out proxy metrics of an untrained aligner (T5-norm init, as training starts)")
     before = evaluate(new_aligner(input_size, decoder, config.run.seed), decoder, eval_batches, torch.device("cpu"),
                       show=8)

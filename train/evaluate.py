@@ -21,20 +21,15 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from transformers import AutoTokenizer
 
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.vision import BLIP2_HUB_ID
-from thinkdiff_core.vlm import compute_device
+from thinkdiff_core.devices import compute_device
 
 from . import config as cfg
-from .data import VLM_TOKENIZER_DIR, read_manifest
-from .decoder import (ProxyDecoder, decoder_loss, encoder_states, greedy_decode, inference_mode, load_decoder,
-                      new_aligner)
-from .recipe import IGNORE_INDEX, ClipBatches, LvlmBatches, check_variant
-
-REFERENCE_TARGET_TOKENS = {"lvlm": 128, "clip": 32}
-"""T5 tokens per target in the reference's two recipes (its `max_txt_len` is 32 for CLIP)."""
+from .decoder import (ProxyDecoder, decoder_loss, encoder_states, greedy_decode, inference_mode, new_aligner)
+from .recipe import IGNORE_INDEX, ClipBatches, LvlmBatches
+from .variants import training_variant
 
 
 @dataclasses.dataclass
@@ -111,22 +106,6 @@ def format_examples(examples: list[tuple[str, str, str]], width: int = 40,
     return lines
 
 
-def vlm_tokenizer_for(spec: str, override: str | None):
-    """The tokenizer that decodes stored token ids: `override`, else the copy saved beside the features."""
-    if override:
-        return AutoTokenizer.from_pretrained(override)
-    return AutoTokenizer.from_pretrained(f"{read_manifest(spec)['folder']}/{VLM_TOKENIZER_DIR}")
-
-
-def make_batches(variant: str, decoder: ProxyDecoder, data: str, vlm_tokenizer: str | None, max_split: int,
-                 max_prefix_tokens: int, max_target_tokens: int) -> LvlmBatches | ClipBatches:
-    """The variant's batch builder (CLIP: `decoder` carries the vision tower whose image processor it uses)."""
-    check_variant(variant)
-    if variant == "clip":
-        return ClipBatches(decoder.tokenizer, decoder.vision.image_processor, max_prefix_tokens, max_target_tokens)
-    return LvlmBatches(vlm_tokenizer_for(data, vlm_tokenizer), decoder.tokenizer, max_split, max_target_tokens)
-
-
 @dataclasses.dataclass
 class EvalConfig:
     """Everything `python -m train.evaluate` reads."""
@@ -145,6 +124,9 @@ class EvalConfig:
     batch_size: int = cfg.option(32, "samples per forward")
     samples: int = cfg.option(256, "held-out samples measured")
     max_split: int = cfg.option(128, "LVLM: largest split point (as in training)")
+    masking: str = cfg.option("random", "LVLM: random or none (as in training)")
+    features: str | None = cfg.option(None, "LVLM: generated, input or both (as in training); null: the features' "
+                                            "recorded choice")
     max_prefix_tokens: int = cfg.option(32, "CLIP: T5 tokens of the caption start (as in training)")
     max_target_tokens: int | None = cfg.option(None, "T5 tokens of each target; null: the variant's reference "
                                                      "value (LVLM 128, CLIP 32)")
@@ -156,24 +138,22 @@ def run(config: EvalConfig) -> tuple[ProxyMetrics, str]:
     """The held-out metrics of the configured aligner, and the variant it was measured as."""
     device = compute_device(config.device)
     loaded = None if config.aligner == "untrained" else load_aligner(config.aligner, dtype=torch.float32)
-    variant = config.variant or (loaded.info.variant if loaded else "lvlm")
-    check_variant(variant)
-    if loaded and loaded.info.variant != variant:
+    variant = training_variant(config.variant or (loaded.info.variant if loaded else "lvlm"))
+    if loaded and loaded.info.variant != variant.name:
         raise ValueError(f"{config.aligner} is a ThinkDiff-{loaded.info.variant.upper()} aligner but --variant is "
-                         f"{variant}; leave --variant out to use the aligner's own.")
-    clip = variant == "clip"
-    decoder = load_decoder(config.decoder, keep_encoder=clip, dtype=config.decoder_dtype, device=device,
-                           vision_encoder=config.vision_encoder if clip else None)
-    batches = make_batches(variant, decoder, config.data, config.vlm_tokenizer, config.max_split,
-                           config.max_prefix_tokens, config.max_target_tokens or REFERENCE_TARGET_TOKENS[variant])
+                         f"{variant.name}; leave --variant out to use the aligner's own.")
+    decoder = variant.load_decoder(config.decoder, config.vision_encoder, dtype=config.decoder_dtype, device=device)
+    batches = variant.batches(decoder, config.data, config.vlm_tokenizer, config.max_split, config.max_prefix_tokens,
+                              config.max_target_tokens or variant.reference_target_tokens, config.features,
+                              config.masking)
     eval_batches = held_out_batches(config.data, batches, config.batch_size, config.samples, config.seed)
-    hidden = decoder.vision.hidden_size if clip else eval_batches[0]["features"].shape[-1]
+    hidden = variant.input_size(decoder, eval_batches[0])
     aligner = loaded.module if loaded else new_aligner(hidden, decoder, config.seed)
     aligner.to(device)
     if aligner.input_size != hidden or aligner.output_size != decoder.hidden_size:
         raise ValueError(f"The aligner maps {aligner.input_size} -> {aligner.output_size} but the "
-                         f"{'vision tokens' if clip else 'features'} have {hidden} and the decoder reads "
-                         f"{decoder.hidden_size}; evaluate it with the {'vision encoder' if clip else 'VLM features'} "
+                         f"{variant.inputs} have {hidden} and the decoder reads "
+                         f"{decoder.hidden_size}; evaluate it with the {variant.input_model} "
                          f"and the decoder it was trained for.")
     amp = device.type == "cuda" and decoder.dtype == torch.bfloat16
     metrics = evaluate(aligner, decoder, eval_batches, device, config.show,

@@ -9,6 +9,14 @@ from train.align import NO_CONFIG_HINT, build_parser, main
 from train.config import TrainConfig
 
 
+def flat(values, prefix=""):
+    """{"section.key": value} of a nested options dict."""
+    out = {}
+    for key, value in values.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
 def leaf_names(values, prefix=""):
     for key, value in values.items():
         if isinstance(value, dict):
@@ -27,7 +35,8 @@ def test_help_documents_every_option():
 def test_presets_list_every_option_and_match_the_reference():
     for name in cfg.presets():
         preset = cfg.read_preset(name)
-        assert cfg.from_dict(TrainConfig, preset)  # loads without unknown keys
+        loaded = cfg.to_dict(cfg.from_dict(TrainConfig, preset))  # loads without unknown keys, every value kept
+        assert {k: v for k, v in flat(loaded).items() if k in flat(preset)} == flat(preset), name
     lvlm = cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-lvlm"))
     assert set(leaf_names(cfg.read_preset("thinkdiff-lvlm"))) == set(leaf_names(cfg.to_dict(TrainConfig())))
     assert (lvlm.optim.lr, lvlm.optim.warmup_lr, lvlm.optim.min_lr, lvlm.optim.warmup_steps) == (1e-4, 1e-6, 8e-5, 2000)

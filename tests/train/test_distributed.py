@@ -2,10 +2,11 @@
 
 import json
 
+import torch
 from safetensors.torch import load_file
 
 from train.align import weights_crc32
-from thinkdiff_core.checkpoint import load_aligner
+from thinkdiff_core.checkpoint import KEY_PREFIX, load_aligner
 
 
 def test_two_processes_train_on_disjoint_data_and_stay_identical(make_train_config, tools, tmp_path):
@@ -28,4 +29,8 @@ def test_two_processes_train_on_disjoint_data_and_stay_identical(make_train_conf
     exported = load_aligner(tmp_path / "ddp" / "aligner.safetensors")
     assert weights_crc32(exported.module) == ranks[0]["weights_crc32"]
     assert exported.info.provenance["batch_size"] == 16 and exported.info.provenance["steps"] == 2
-    assert load_file(tmp_path / "ddp" / "aligner.safetensors")  # plain safetensors, as the nodes read it
+    # plain safetensors, as the nodes read it: the library's key prefix on exactly the aligner's weights
+    tensors = load_file(tmp_path / "ddp" / "aligner.safetensors")
+    state = exported.module.state_dict()
+    assert sorted(tensors) == sorted(KEY_PREFIX + k for k in state)
+    assert all(torch.equal(tensors[KEY_PREFIX + k], v) for k, v in state.items())

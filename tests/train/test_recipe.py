@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from train.data import FeatureSample
-from train.recipe import IGNORE_INDEX, LvlmBatches, check_variant, feature_mask
+from train.recipe import IGNORE_INDEX, LvlmBatches, feature_mask
+from train.variants import ClipVariant, training_variant
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,6 @@ def test_samples_shorter_than_two_tokens_cannot_be_split(batches):
 
 
 def test_unknown_variants_are_refused():
-    check_variant("clip")
+    assert training_variant("clip") is ClipVariant
     with pytest.raises(ValueError, match="lvlm"):
-        check_variant("other")
+        training_variant("other")

@@ -11,7 +11,7 @@ from train.align import train_step
 from train.config import OptimOptions
 from train.data import decode_feature_sample, expand_shards, tar_samples
 from train.decoder import load_decoder, new_aligner, proxy_loss
-from train.evaluate import vlm_tokenizer_for
+from train.variants import vlm_tokenizer_for
 from train.optim import learning_rate, make_optimizer
 from train.recipe import LvlmBatches, feature_mask
 

@@ -1,0 +1,40 @@
+"""What every command-line tool of the project shares: which errors are the user's to fix, and how they end.
+
+A user error (a bad option, a missing or damaged file, a destination that cannot be written) ends with
+one `error: ...` line on stderr and exit code 2, never a traceback; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from safetensors import SafetensorError
+
+from .precision import MissingDependency
+
+USER_ERRORS = (ValueError, OSError, SafetensorError, NotImplementedError, MissingDependency)
+"""OSError covers missing files, existing destinations, full disks and permissions."""
+
+
+def run_cli(work: Callable[[], object]) -> int:
+    """Run a tool's work: 0 when it finishes, 2 with one `error:` line for a user error."""
+    try:
+        work()
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sizes: 0 or less is refused rather than read as 'use the default'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
