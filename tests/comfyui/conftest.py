@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
     if COMFYUI_DIR:
         return
     skip = pytest.mark.skip(reason="the real-ComfyUI suite runs only when COMFYUI_DIR names a ComfyUI checkout "
-                                   "(see README, 'Tests against a real ComfyUI')")
+                                   "(see docs/comfyui.md, 'Tests against a real ComfyUI')")
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(skip)
