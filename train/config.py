@@ -1,6 +1,6 @@
 """Configuration for the training tools: dataclasses, YAML/JSON files, presets and command-line overrides.
 
-Also the tools' shared command-line ending (`run_tool`): user errors become one `error:` line.
+The tools end through `run_tool` (thinkdiff_core.cli.run_cli): a user error becomes one `error:` line.
 
 Every option lives in one dataclass field with its help text, so the config file, `--help` and the
 code cannot drift apart. Precedence, lowest first: defaults, `--preset NAME`, `--config FILE`, then
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from thinkdiff_core.cli import run_cli
 
 PRESET_DIR = Path(__file__).parent / "presets"
 Config = TypeVar("Config")
@@ -209,19 +210,7 @@ def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotImplementedError)
-
-
-def run_tool(work: Callable[[], str]) -> int:
-    """Run a tool's work and print what it returns (exit 0); a user error prints one line (exit 2)."""
-    try:
-        text = work()
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if text:
-        print(text)
-    return 0
+run_tool = run_cli  # the training tools end as the library's CLIs do: one `error:` line, exit 2
 
 
 def section(cls: type) -> Any:
