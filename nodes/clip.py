@@ -6,7 +6,7 @@ import comfy.model_management as model_management
 from comfy_api.latest import io
 
 from ..thinkdiff_core.vision import VisionEncoder
-from ..thinkdiff_core.vlm import DTYPES, resolve_dtype
+from ..thinkdiff_core.devices import DTYPES, resolve_dtype
 from . import comfy_types as types
 from .comfy_models import ManagedModel, list_vision_models, vision_model_path
 from .operations import encode_images

@@ -16,6 +16,9 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 
+from ..thinkdiff_core import VisionLanguageModel
+from ..thinkdiff_core.memory import WorkingMemory, fit_error
+from ..thinkdiff_core.precision import census, weight_bytes
 from .model_folders import (
     ALIGNER_FOLDER_KEY,
     ALIGNER_SUFFIXES,
@@ -87,21 +90,62 @@ class ThinkDiffModel(torch.nn.Module):
 
 
 class ManagedModel(Generic[Wrapped]):
-    """A library object (VLM, vision encoder, aligner) whose weights ComfyUI's memory manager moves between devices."""
+    """A library object (VLM, vision encoder, aligner) whose weights ComfyUI's memory manager moves between devices.
 
-    def __init__(self, wrapped: Wrapped, module: torch.nn.Module) -> None:
+    `load_device` defaults to ComfyUI's device. The patcher is told the bytes the weights really hold
+    (ComfyUI would count an fp8 tensor subclass at its compute dtype's size). `.model` is the patcher's
+    module, as on ComfyUI's own models, which its model list and the common "unload model" nodes read.
+    """
+
+    def __init__(self, wrapped: Wrapped, module: torch.nn.Module, load_device: torch.device | None = None) -> None:
         self.wrapped = wrapped
-        self.patcher = ModelPatcher(
-            ThinkDiffModel(module), load_device=model_management.get_torch_device(),
-            offload_device=model_management.unet_offload_device(),
-        )
+        load_device = load_device or model_management.get_torch_device()
+        offload_device = torch.device("cpu") if load_device.type == "cpu" else model_management.unet_offload_device()
+        self.patcher = ModelPatcher(ThinkDiffModel(module), load_device=load_device, offload_device=offload_device,
+                                    size=weight_bytes(module))
 
-    def ready(self) -> Wrapped:
-        """Put the model on its compute device (ComfyUI frees room first) and return the library object.
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.patcher.model
+
+    def ready(self, memory_required: int = 0) -> Wrapped:
+        """Put the model on its compute device (ComfyUI frees room for it and `memory_required` bytes of working
+        memory first, offloading other models) and return the library object.
 
         A transformers model cannot run half on the GPU, so it is loaded whole; the final `.to` also moves
         parameter-free modules' buffers (rotary tables), which ModelPatcher moves only with parameters.
         """
-        model_management.load_models_gpu([self.patcher], force_full_load=True)
+        model_management.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
         self.patcher.model.to(self.patcher.load_device)
         return self.wrapped
+
+
+class ManagedVLM(ManagedModel[VisionLanguageModel]):
+    """The VLM, which also checks that a generation fits the card before anything moves."""
+
+    def make_room(self, working: WorkingMemory) -> None:
+        """Refuse a generation whose weights plus `working` memory cannot fit the load device even with every other
+        model offloaded (the message names both and the precision that would fit); else load the VLM, telling
+        ComfyUI the working memory so it offloads FLUX or others first."""
+        room = device_room(self.patcher.load_device)
+        if room is not None:
+            problem = fit_error(self.patcher.model_size(), working, room, self.wrapped.precision, census(self.wrapped.model))
+            if problem:
+                raise ValueError(problem)
+        self.ready(working.total)
+
+
+def device_options() -> list[str]:
+    """The VLM loader's device choices: ComfyUI's own, the CPU, and each CUDA device (for two-GPU machines)."""
+    return ["default", "cpu", *(f"cuda:{index}" for index in range(torch.cuda.device_count()))]
+
+
+def load_device(choice: str) -> torch.device:
+    return model_management.get_torch_device() if choice == "default" else torch.device(choice)
+
+
+def device_room(device: torch.device) -> int | None:
+    """Bytes models and computation may take on `device` with everything else offloaded (None on the CPU)."""
+    if device.type == "cpu":
+        return None
+    return model_management.get_total_memory(device) - model_management.extra_reserved_memory()

@@ -18,4 +18,4 @@ MAX_IMAGES = 16
 DTYPE_TOOLTIP = (
     "Weight precision. auto: bf16 on CUDA (what the reference ran; fp16 if the GPU lacks bf16), fp16 on Apple MPS, "
     "fp32 on the CPU.")
-"""Both loaders' `dtype` choice, resolved by `thinkdiff_core.vlm.resolve_dtype`."""
+"""Both loaders' `dtype` choice, resolved by `thinkdiff_core.devices.resolve_dtype`."""

@@ -63,6 +63,10 @@ class ThinkDiffConditioning(io.ComfyNode):
                 io.Combo.Input("mode", options=list(MODES), default=MODES[0], tooltip=(
                     "replace: the aligned tokens are the whole prompt (the ThinkDiff-LVLM recipe). prepend: put them "
                     "before the base prompt's own T5 tokens (the ThinkDiff-CLIP recipe). append: put them after.")),
+                io.Boolean.Input("allow_other_vlm", default=False, tooltip=(
+                    "Align tokens of another VLM family than the aligner was trained on (say Qwen2.5-VL tokens with "
+                    "the official Qwen2-VL aligner). Off: refused, since the sizes match but the images come out "
+                    "poor. On: for experiments; a warning is logged.")),
             ],
             outputs=[io.Conditioning.Output("conditioning", display_name="conditioning", tooltip=(
                 "FLUX conditioning for any sampler."))],
@@ -70,6 +74,6 @@ class ThinkDiffConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, aligner: ManagedModel[LoadedAligner], tokens: ThinkDiffTokens, conditioning: list,
-                mode: str) -> io.NodeOutput:
-        aligner.wrapped.check_tokens(tokens)  # refuse a size mismatch before moving any weights
-        return io.NodeOutput(condition(aligner.ready(), tokens, conditioning, mode))
+                mode: str, allow_other_vlm: bool) -> io.NodeOutput:
+        aligner.wrapped.check_tokens(tokens, allow_other_vlm)  # refuse a mismatch before moving any weights
+        return io.NodeOutput(condition(aligner.ready(), tokens, conditioning, mode, allow_other_vlm))

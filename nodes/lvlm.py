@@ -7,9 +7,10 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..thinkdiff_core import PRESETS, GenerationSettings, VisionLanguageModel
-from ..thinkdiff_core.vlm import DTYPES, resolve_dtype
+from ..thinkdiff_core.memory import choose_precision
+from ..thinkdiff_core.precision import PRECISIONS, folder_census
 from . import comfy_types as types
-from .comfy_models import ManagedModel, list_vlm_folders, vlm_folder_path
+from .comfy_models import ManagedVLM, device_options, device_room, list_vlm_folders, load_device, vlm_folder_path
 from .operations import reason, token_callback
 
 
@@ -30,21 +31,34 @@ class ThinkDiffVLMLoader(io.ComfyNode):
                     "A model folder under models/vlm/ or models/LLM/ (or a path extra_model_paths.yaml gives for "
                     "'vlm' or 'LLM'), e.g. Qwen2-VL-7B-Instruct, the VLM the official ThinkDiff-LVLM aligner was "
                     "trained on.")),
-                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto", tooltip=types.DTYPE_TOOLTIP),
+                io.Combo.Input("dtype", options=list(PRECISIONS), default="auto", display_name="precision", tooltip=(
+                    "How the weights are held. bf16/fp16/fp32: plain (Qwen2-VL-7B is 16.6 GB in bf16). fp8: stored as "
+                    "float8 with scales, computed in bf16: about half the bytes, near-bf16 features (needs torchao). "
+                    "nf4: 4-bit, about a third (needs bitsandbytes). auto: bf16 (fp16 without bf16, fp32 on the CPU), "
+                    "or fp8 where bf16 plus a generation's working memory does not fit the card; the log says which. "
+                    "The vision tower and norms always stay in the compute dtype.")),
                 io.Boolean.Input("trust_remote_code", default=False, tooltip=(
                     "Run Python code shipped inside the model folder. Off: only transformers' own Qwen-VL code runs. "
                     "Switch on only for a folder whose code you trust.")),
+                io.Combo.Input("device", options=device_options(), default="default", tooltip=(
+                    "Where the VLM runs: default is ComfyUI's device; cpu keeps it off the GPU (slow); cuda:N puts it "
+                    "on another GPU than FLUX's.")),
             ],
             outputs=[types.VLM.Output("vlm", display_name="vlm", tooltip="The loaded VLM, for the ThinkDiff Reason node.")],
         )
 
     @classmethod
-    def execute(cls, model: str, dtype: str, trust_remote_code: bool) -> io.NodeOutput:
-        vlm = VisionLanguageModel.from_pretrained(
-            vlm_folder_path(model), dtype=resolve_dtype(dtype, model_management.get_torch_device()),
-            trust_remote_code=trust_remote_code,
-        )
-        return io.NodeOutput(ManagedModel(vlm, vlm.model))
+    def execute(cls, model: str, dtype: str, trust_remote_code: bool, device: str) -> io.NodeOutput:
+        folder, target = vlm_folder_path(model), load_device(device)
+        precision = choose_precision(dtype, folder, target, trust_remote_code, device_room(target))
+        quantize_on = None
+        if precision.quantized and target.type == "cuda":  # seconds on the GPU, minutes on the CPU
+            model_management.free_memory(folder_census(folder, trust_remote_code).bytes(precision), target)
+            quantize_on = target
+        progress = comfy.utils.ProgressBar(1)
+        vlm = VisionLanguageModel.from_pretrained(folder, dtype=precision, trust_remote_code=trust_remote_code,
+                                                  on_progress=progress.update_absolute, quantize_on=quantize_on)
+        return io.NodeOutput(ManagedVLM(vlm, vlm.model, target))
 
 
 class ThinkDiffReason(io.ComfyNode):
@@ -92,6 +106,10 @@ class ThinkDiffReason(io.ComfyNode):
                 io.Int.Input("min_new_tokens", default=settings.min_new_tokens, min=0, max=4096, tooltip=(
                     "Tokens written before the VLM may stop. The paper uses min = max = 128, so FLUX always gets 128 "
                     "tokens.")),
+                io.Int.Input("max_pixels", default=0, min=0, max=64_000_000, step=1024, tooltip=(
+                    "Shrink each picture to at most this many pixels before the VLM sees it (aspect kept). 0: the "
+                    "model's own limit (Qwen2-VL: about 12.8 megapixels), as in the reference. A 12-megapixel photo "
+                    "costs gigabytes of working memory; 1000000 is plenty for most pictures.")),
             ],
             outputs=[
                 types.TOKENS.Output("tokens", display_name="tokens", tooltip=(
@@ -101,14 +119,15 @@ class ThinkDiffReason(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, vlm: ManagedModel[VisionLanguageModel], images: io.Autogrow.Type, words: str, preset: str,
-                custom_instruction: str, seed: int, temperature: float, top_p: float, max_new_tokens: int,
-                min_new_tokens: int) -> io.NodeOutput:
+    def execute(cls, vlm: ManagedVLM, images: io.Autogrow.Type, words: str, preset: str, custom_instruction: str,
+                seed: int, temperature: float, top_p: float, max_new_tokens: int, min_new_tokens: int,
+                max_pixels: int) -> io.NodeOutput:
         settings = GenerationSettings(seed, temperature, top_p, max_new_tokens, min_new_tokens)
         progress = comfy.utils.ProgressBar(max_new_tokens)
         on_token = token_callback(model_management.throw_exception_if_processing_interrupted, progress.update_absolute)
         try:
-            tokens = reason(vlm.ready(), images, words, preset, custom_instruction, settings, on_token)
+            tokens = reason(vlm.wrapped, images, words, preset, custom_instruction, settings, on_token, max_pixels,
+                            make_room=vlm.make_room)
         finally:
             model_management.soft_empty_cache()
         tokens = tokens.to(model_management.intermediate_device())

@@ -21,7 +21,8 @@ from ..thinkdiff_core import (
     merge_conditioning,
     parse_words,
 )
-from ..thinkdiff_core.images import as_pil_list
+from ..thinkdiff_core.images import as_pil_list, limit_pixels
+from ..thinkdiff_core.memory import WorkingMemory, request_memory
 from ..thinkdiff_core.vision import VisionEncoder
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -49,10 +50,15 @@ def token_callback(check_cancel: Callable[[], None], report: Callable[[int, int]
 
 
 def reason(vlm: VisionLanguageModel, images: Mapping[str, torch.Tensor | None], words: str, preset: str,
-           custom_instruction: str, settings: GenerationSettings,
-           on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
-    """The Reason node: pictures from the connected slots, the preset's prompt, one generation."""
-    prompt = build_prompt(preset, as_pil_list(ordered_images(images)), parse_words(words), custom_instruction)
+           custom_instruction: str, settings: GenerationSettings, on_token: Callable[[int, int], None] | None = None,
+           max_pixels: int = 0, make_room: Callable[[WorkingMemory], None] | None = None) -> ThinkDiffTokens:
+    """The Reason node: pictures from the connected slots (each shrunk to `max_pixels`, 0: the model's own limit),
+    the preset's prompt, one generation. `make_room` gets the request's working-memory estimate first (the node
+    refuses there or has ComfyUI load the VLM with that much room)."""
+    pictures = [limit_pixels(picture, max_pixels) for picture in as_pil_list(ordered_images(images))]
+    prompt = build_prompt(preset, pictures, parse_words(words), custom_instruction)
+    if make_room is not None:
+        make_room(request_memory(vlm, [prompt], settings.max_new_tokens))
     return vlm.generate([prompt], settings, on_token=on_token)
 
 
@@ -61,6 +67,8 @@ def encode_images(encoder: VisionEncoder, images: Mapping[str, torch.Tensor | No
     return encoder.encode(ordered_images(images))
 
 
-def condition(aligner: LoadedAligner, tokens: ThinkDiffTokens, base: list, mode: str) -> list:
-    """The Conditioning node: aligned tokens merged into the base conditioning (sizes checked by the aligner)."""
-    return merge_conditioning(base, aligner(tokens), mode)
+def condition(aligner: LoadedAligner, tokens: ThinkDiffTokens, base: list, mode: str,
+              allow_other_vlm: bool = False) -> list:
+    """The Conditioning node: aligned tokens merged into the base conditioning (sizes and VLM family checked by the
+    aligner; `allow_other_vlm` lets another family's tokens through, with a warning)."""
+    return merge_conditioning(base, aligner(tokens, allow_other_vlm), mode)

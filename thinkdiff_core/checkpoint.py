@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .aligner import Aligner
+from .families import check_family, family_from_id
 from .files import write_atomic
 from .tokens import CLIP_RECIPE, LVLM_RECIPE, RECIPE_VARIANTS, ThinkDiffTokens
 
@@ -45,10 +46,19 @@ class AlignerInfo:
     source_model_id: str
     token_recipe: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    source_family: str = ""
+    """The VLM family trained on, as saved; `family` falls back to what `source_model_id` names."""
 
     @property
     def variant(self) -> str:
         return RECIPE_VARIANTS[self.token_recipe]
+
+    @property
+    def family(self) -> str:
+        """The VLM family (`qwen2_vl`, ...) of an LVLM aligner ("" for CLIP or when unknown)."""
+        if self.variant != "lvlm":
+            return ""
+        return self.source_family or family_from_id(self.source_model_id)
 
 
 @dataclass
@@ -58,8 +68,9 @@ class LoadedAligner:
     module: Aligner
     info: AlignerInfo
 
-    def check_tokens(self, tokens: ThinkDiffTokens) -> None:
-        """Refuse tokens this aligner was not trained on, naming both sides and the fix."""
+    def check_tokens(self, tokens: ThinkDiffTokens, allow_other_vlm: bool = False) -> None:
+        """Refuse tokens this aligner was not trained on, naming both sides and the fix; another VLM family's
+        tokens only with `allow_other_vlm` (then with a warning), another checkpoint of its family with a warning."""
         if tokens.token_recipe != self.info.token_recipe:
             raise ValueError(
                 f"These tokens come from the ThinkDiff-{tokens.variant.upper()} path ({tokens.token_recipe}, "
@@ -73,14 +84,17 @@ class LoadedAligner:
                 f"{self.module.input_size} (trained on {self.info.source_model_id}). Use the VLM the aligner was "
                 f"trained for, or an aligner trained for {tokens.source_model_id}."
             )
+        if tokens.variant == "lvlm":
+            check_family(tokens.source_model_id, tokens.source_family or family_from_id(tokens.source_model_id),
+                         self.info.source_model_id, self.info.family, allow_other_vlm)
 
-    def __call__(self, tokens: ThinkDiffTokens) -> torch.Tensor:
+    def __call__(self, tokens: ThinkDiffTokens, allow_other_vlm: bool = False) -> torch.Tensor:
         """Aligned features `[B, T, output_size]` in the aligner's dtype and device.
 
         Positions past a row's length (a batched row that stopped early) stay zero rather than
         becoming the aligner's image of a zero vector.
         """
-        self.check_tokens(tokens)
+        self.check_tokens(tokens, allow_other_vlm)
         weight = self.module[0].weight
         with torch.no_grad():
             aligned = self.module(tokens.features.to(device=weight.device, dtype=weight.dtype))
@@ -244,7 +258,8 @@ def _load_safetensors(path: Path, device: torch.device | str, dtype: torch.dtype
     if not isinstance(provenance, dict):
         raise ValueError(f"{path.name}: metadata entry provenance is {provenance_text[:80]!r}, expected a JSON object. "
                          f"Re-export the aligner, or fix the entry.")
-    info = AlignerInfo(metadata.get("source_model_id", "unknown"), recipe, provenance)
+    info = AlignerInfo(metadata.get("source_model_id", "unknown"), recipe, provenance,
+                       source_family=metadata.get("source_family", ""))
     _check_values(path, state)
     return _build(state, input_size, output_size, info, device, dtype)
 
@@ -336,6 +351,8 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
         "token_recipe": info.token_recipe,
         "provenance": json.dumps(info.provenance, sort_keys=True),
     }
+    if info.source_family:
+        metadata["source_family"] = info.source_family
     tensors = {KEY_PREFIX + k: v.detach().contiguous() for k, v in module.state_dict().items()}
     return write_safetensors_atomic(path, tensors, metadata, overwrite=overwrite)
 

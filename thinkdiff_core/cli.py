@@ -1,8 +1,8 @@
-"""The command-line ending every tool shares: a user error is one `error:` line and exit code 2.
+"""What every command-line tool of the project shares: which errors are the user's to fix, and how they end.
 
-generate, convert, train.align, train.precompute, train.evaluate and train.cobsat all end through
-`run_cli`, so a missing file, a bad value or a damaged safetensors file reads the same everywhere and
-never as a traceback. Bugs (any other exception) still raise: their traceback is what a report needs.
+A user error (a bad option, a missing or damaged file, a destination that cannot be written) ends with
+one `error: ...` line on stderr and exit code 2, never a traceback; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -15,30 +15,26 @@ from safetensors import SafetensorError
 
 from .precision import MissingDependency
 
-# OSError covers missing, unreadable and unwritable files (FileNotFoundError, PermissionError, a full
-# disk); SafetensorError a truncated or foreign .safetensors file; MissingDependency names its pip command.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, SafetensorError, NotImplementedError,
-                                                 MissingDependency)
+USER_ERRORS = (ValueError, OSError, SafetensorError, NotImplementedError, MissingDependency)
+"""OSError covers missing files, existing destinations, full disks and permissions."""
 
 
-def run_cli(work: Callable[[], str | None]) -> int:
-    """Run a tool's work and print what it returns (exit 0); a user error prints one line (exit 2)."""
+def run_cli(work: Callable[[], object]) -> int:
+    """Run a tool's work: 0 when it finishes, 2 with one `error:` line for a user error."""
     try:
-        text = work()
+        work()
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if text:
-        print(text)
     return 0
 
 
 def positive_int(text: str) -> int:
-    """argparse type for counts and sizes: `--steps 0` is refused, not silently read as "the default"."""
+    """An argparse type for counts and sizes: 0 or less is refused rather than read as 'use the default'."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from .checkpoint import convert_official, load_aligner
+from .cli import run_cli
 
 
 def _convert_aligner(args: argparse.Namespace) -> None:
@@ -23,7 +24,7 @@ def _convert_aligner(args: argparse.Namespace) -> None:
 
 def _convert_vision(args: argparse.Namespace) -> None:
     from .vision import convert_blip2_vision, read_vision_weights
-    from .vlm import DTYPES
+    from .devices import DTYPES
 
     written = convert_blip2_vision(args.source, args.destination, overwrite=args.overwrite, dtype=DTYPES.get(args.dtype))
     weights = read_vision_weights(written)
@@ -51,12 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,13 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None], ov
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write(temporary)
+        try:
+            write(temporary)
+        except (OSError, SafetensorError) as error:
+            if isinstance(error, FileExistsError):
+                raise
+            raise OSError(f"Could not write {path}: {error}. Free some space, or choose a destination you can write "
+                          f"to.") from error
         os.chmod(temporary, 0o666 & ~current_umask())
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} appeared while writing; pass --overwrite (overwrite=True) to replace it.")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import LoadedAligner, load_aligner
+from .cli import positive_int, run_cli
 from .files import check_writable_folder
 from .images import open_image, save_image
 from .pipeline import (
@@ -31,7 +32,7 @@ from .pipeline import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_STEPS, REFERENCE_T5_LENGTH, ThinkDiffPipeline, ThinkDiffRequest,
     resolve_aligner_file,
 )
-from .precision import PRECISIONS, MissingDependency
+from .precision import PRECISIONS
 from .prompts import PRESETS
 from .variants import SOURCES
 from .vision import BLIP2_HUB_ID
@@ -75,17 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--trust-remote-code", action="store_true", help="allow the VLM folder's own Python code")
     sampling = parser.add_argument_group("sampling (reference defaults)")
     sampling.add_argument("--seed", type=int, default=0, help="seeds the VLM's sampling and FLUX's noise")
-    sampling.add_argument("--steps", type=int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS}; tiny {TINY_STEPS})")
+    sampling.add_argument("--steps", type=positive_int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS}; tiny {TINY_STEPS})")
     sampling.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
-    sampling.add_argument("--height", type=int, default=None,
+    sampling.add_argument("--height", type=positive_int, default=None,
                           help=f"default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP} (tiny {TINY_SIZE})")
-    sampling.add_argument("--width", type=int, default=None,
+    sampling.add_argument("--width", type=positive_int, default=None,
                           help=f"default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP} (tiny {TINY_SIZE})")
     sampling.add_argument("--max-sequence-length", type=int, default=REFERENCE_T5_LENGTH,
                           help="CLIP: T5 tokens of the prompt, padding included (the reference's 128; FLUX allows 512)")
     sampling.add_argument("--temperature", type=float, default=0.6, help="VLM sampling temperature (0: greedy)")
     sampling.add_argument("--top-p", type=float, default=0.9)
-    sampling.add_argument("--max-new-tokens", type=int, default=128)
+    sampling.add_argument("--max-new-tokens", type=positive_int, default=128)
     sampling.add_argument("--min-new-tokens", type=int, default=None, help="default: --max-new-tokens (the reference)")
     return parser
 
@@ -157,12 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.tiny:
         torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, MissingDependency) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

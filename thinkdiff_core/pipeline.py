@@ -24,6 +24,12 @@ reference settings (min = max new tokens), so a batch conditions each image exac
 would. If rows stop early at different lengths, the shorter rows are padded with zero positions (what
 `LoadedAligner` does) and FLUX attends to those zeros: batch such prompts one at a time if that matters.
 A CLIP batch needs the same image count in every request (its rows are then equally long).
+
+Methods (`method=`, ThinkDiff-LVLM; the comparisons a reproduction needs, on the same VLM answers):
+`thinkdiff` (the paper), `thinkdiff+text` (the reference's multi-image-input script: each request's
+`prompt` encoded by FLUX's T5, 128 tokens, after the aligned answer; pooled CLIP-L of that prompt) and
+`vlm-text` (no aligner: the VLM's answer text given to FLUX as a plain prompt, FluxPipeline's own
+encoding at its default 512 T5 tokens). Both text methods need FLUX's T5: `from_pretrained(load_t5=True)`.
 """
 
 from __future__ import annotations
@@ -44,14 +50,16 @@ from .conditioning import merge_conditioning
 from .tokens import ThinkDiffTokens
 from .variants import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_T5_LENGTH, ReasoningSource, ThinkDiffRequest, VisionSource, check_parts,
+    t5_prompt_conditioning,
 )
 from .vision import VisionEncoder
 from .memory import choose_precision
-from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, compute_device, resolve_dtype, resolve_model_folder
+from .devices import compute_device, resolve_dtype
+from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, resolve_model_folder
 
 __all__ = [
     "FLUX_DEV_ID", "OFFICIAL_CLIP_ALIGNER", "OFFICIAL_LVLM_ALIGNER", "OFFLOAD_MODES", "QWEN2_VL_ID",
-    "REFERENCE_GUIDANCE", "REFERENCE_SIZE", "REFERENCE_SIZE_CLIP", "REFERENCE_STEPS", "REFERENCE_T5_LENGTH",
+    "METHODS", "REFERENCE_GUIDANCE", "REFERENCE_SIZE", "REFERENCE_SIZE_CLIP", "REFERENCE_STEPS", "REFERENCE_T5_LENGTH",
     "FluxInputs", "ThinkDiffOutput", "ThinkDiffPipeline", "ThinkDiffRequest", "resolve_aligner_file",
     "resolve_flux_folder",
 ]
@@ -67,6 +75,9 @@ OFFICIAL_CLIP_ALIGNER = "Mifucius/ThinkDiff/thinkdiff_clip.pth"
 REFERENCE_GUIDANCE = 3.5
 REFERENCE_STEPS = 28
 OFFLOAD_MODES = ("none", "model", "sequential")
+METHODS = ("thinkdiff", "thinkdiff+text", "vlm-text")
+PLAIN_PROMPT_T5_LENGTH = 512
+"""`vlm-text`: FluxPipeline's default T5 length, what a user gets by pasting the answer into FLUX."""
 HUB_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>[\w./-]+)$")
 FeatureSource = ReasoningSource | VisionSource
 
@@ -154,6 +165,7 @@ class ThinkDiffPipeline:
         self.aligner = aligner
         self.source = source
         self.offload = "none"
+        self.allow_other_vlm = False  # True aligns another VLM family's tokens (experiments; thinkdiff_core.families)
         self._check_parts()
 
     @property
@@ -205,6 +217,7 @@ class ThinkDiffPipeline:
         offload: str = "none",
         trust_remote_code: bool = False,
         max_sequence_length: int = REFERENCE_T5_LENGTH,
+        load_t5: bool = False,
     ) -> "ThinkDiffPipeline":
         """Load FLUX, the aligner and the variant's feature model from local paths or the Hub.
 
@@ -223,6 +236,7 @@ class ThinkDiffPipeline:
         (slowest, least GPU memory). In both offload modes the VLM visits the GPU whole while it
         generates (about 16 GB for Qwen2-VL-7B in bf16; the BLIP-2 tower about 2 GB).
         Cheap checks (paths, offload mode, aligner variant) run before any large model loads.
+        `load_t5` also loads FLUX's T5-XXL for ThinkDiff-LVLM (the `thinkdiff+text` and `vlm-text` methods).
         """
         from diffusers import FluxPipeline
 
@@ -242,7 +256,7 @@ class ThinkDiffPipeline:
                 precision = choose_precision(vlm_precision or dtype, resolve_model_folder(vlm), target, trust_remote_code)
                 vlm = VisionLanguageModel.from_pretrained(vlm, dtype=precision, trust_remote_code=trust_remote_code)
             source = ReasoningSource(vlm)
-        without_t5 = {} if source.needs_t5 else {"text_encoder_2": None, "tokenizer_2": None}
+        without_t5 = {} if source.needs_t5 or load_t5 else {"text_encoder_2": None, "tokenizer_2": None}
         flux_pipeline = FluxPipeline.from_pretrained(flux_source, **without_t5, **_diffusers_dtype_kwarg(torch_dtype))
         pipeline = cls(flux_pipeline, loaded_aligner, source)
         if offload == "none":
@@ -294,21 +308,44 @@ class ThinkDiffPipeline:
 
     # --- the four steps ---
 
+    def check_method(self, method: str) -> None:
+        """Refuse a method this pipeline cannot run, naming the fix."""
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
+        if method != "thinkdiff" and self.variant != "lvlm":
+            raise ValueError(f"method {method!r} compares against a VLM's answer: it needs a ThinkDiff-LVLM aligner.")
+        if method != "thinkdiff" and (self.flux.text_encoder_2 is None or self.flux.tokenizer_2 is None):
+            raise ValueError(f"method {method!r} encodes text with FLUX's T5: build the pipeline with "
+                             f"from_pretrained(..., load_t5=True).")
+
     def feature_tokens(self, requests: Sequence[ThinkDiffRequest], settings: GenerationSettings = GenerationSettings(),
-                       on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
+                       on_token: Callable[[int, int], None] | None = None, method: str = "thinkdiff") -> ThinkDiffTokens:
         """Step 1, the feature source: the VLM's answer features (LVLM; `settings` and `on_token` drive its
-        sampling) or the images' vision tokens (CLIP) for every request, as one batch."""
-        self.source.check_requests(requests)
+        sampling) or the images' vision tokens (CLIP) for every request, as one batch. Only
+        `thinkdiff+text` reads a request's prompt beside a VLM."""
+        self.check_method(method)
+        if method != "thinkdiff+text":
+            self.source.check_requests(requests)
         with self._source_on_device() as source:
             return source.tokens(requests, settings, on_token)
 
     def flux_inputs(self, tokens: ThinkDiffTokens, requests: Sequence[ThinkDiffRequest],
-                    guidance_scale: float = REFERENCE_GUIDANCE) -> FluxInputs:
+                    guidance_scale: float = REFERENCE_GUIDANCE, method: str = "thinkdiff") -> FluxInputs:
         """Steps 2 and 3: `LoadedAligner(tokens)` merged by `merge_conditioning` into the variant's base
-        conditioning (built from the requests' prompts for CLIP) -> what FLUX receives."""
-        aligned = self.aligner(tokens)
-        base = self.source.base_conditioning(self.flux, requests, guidance_scale, self.device)
-        conditioning = merge_conditioning(base, aligned, self.source.merge_mode)
+        conditioning (built from the requests' prompts for CLIP and `thinkdiff+text`) -> what FLUX
+        receives; for `vlm-text`, FLUX's own encoding of the answer texts instead."""
+        self.check_method(method)
+        if method == "vlm-text":
+            conditioning = t5_prompt_conditioning(self.flux, tokens.texts, guidance_scale, self.device,
+                                                  PLAIN_PROMPT_T5_LENGTH)
+        else:
+            aligned = self.aligner(tokens, self.allow_other_vlm)
+            if method == "thinkdiff+text":
+                base = self.source.base_conditioning(self.flux, requests, guidance_scale, self.device, with_text=True)
+                conditioning = merge_conditioning(base, aligned, "prepend")
+            else:
+                base = self.source.base_conditioning(self.flux, requests, guidance_scale, self.device)
+                conditioning = merge_conditioning(base, aligned, self.source.merge_mode)
         cond, extras = conditioning[0]
         return FluxInputs(cond, extras["pooled_output"], float(extras["guidance"]), conditioning)
 
@@ -323,12 +360,14 @@ class ThinkDiffPipeline:
         width: int | None = None,
         on_token: Callable[[int, int], None] | None = None,
         progress: bool = True,
+        method: str = "thinkdiff",
     ) -> ThinkDiffOutput:
         """Make one image per request in one feature batch and one FLUX batch.
 
         `settings.seed` seeds the VLM's sampling; `image_seeds[i]` seeds image i's starting noise
         (default `settings.seed + i`), so an image does not depend on how many others share its batch.
-        `height`/`width` default to the variant's reference size (LVLM 512, CLIP 1024).
+        `height`/`width` default to the variant's reference size (LVLM 512, CLIP 1024). `method`: see
+        the module docstring (`METHODS`).
         """
         requests = [requests] if isinstance(requests, ThinkDiffRequest) else list(requests)
         if not requests:
@@ -339,12 +378,18 @@ class ThinkDiffPipeline:
         seeds = list(image_seeds) if image_seeds is not None else [settings.seed + i for i in range(len(requests))]
         if len(seeds) != len(requests):
             raise ValueError(f"Got {len(seeds)} image seeds for {len(requests)} requests; give one seed per request.")
-        tokens = self.feature_tokens(requests, settings, on_token)
-        inputs = self.flux_inputs(tokens, requests, guidance_scale)
+        tokens = self.feature_tokens(requests, settings, on_token, method)
+        inputs = self.flux_inputs(tokens, requests, guidance_scale, method)
+        return ThinkDiffOutput(self.sample(inputs, seeds, num_inference_steps, height, width, progress), tokens.texts,
+                               tokens, inputs)
+
+    def sample(self, inputs: FluxInputs, image_seeds: Sequence[int], num_inference_steps: int = REFERENCE_STEPS,
+               height: int | None = None, width: int | None = None, progress: bool = True) -> list[Image.Image]:
+        """Step 4: FLUX on exactly `inputs`, image i from `image_seeds[i]` (several methods can share one answer)."""
+        height, width = height or self.source.reference_size, width or self.source.reference_size
         self.flux.set_progress_bar_config(disable=not progress)
-        images = self.flux(
+        return self.flux(
             prompt_embeds=inputs.prompt_embeds, pooled_prompt_embeds=inputs.pooled_prompt_embeds,
             guidance_scale=inputs.guidance_scale, num_inference_steps=num_inference_steps, height=height, width=width,
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds], output_type="pil",
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in image_seeds], output_type="pil",
         ).images
-        return ThinkDiffOutput(images, tokens.texts, tokens, inputs)

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import DTYPES as PLAIN, resolve_dtype
+
 logger = logging.getLogger(__name__)
 
-PLAIN = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 QUANTIZED = ("fp8", "nf4")
 PRECISIONS = ("auto", *PLAIN, *QUANTIZED)
 KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
@@ -98,11 +99,9 @@ def require_library(weights: str) -> None:
 
 
 def half_dtype(device: torch.device) -> torch.dtype:
-    """The dtype quantized weights compute in: bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS,
-    fp32 on the CPU (where half-precision matmuls are slow and gain nothing)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if device.type == "mps" else torch.float32
+    """The dtype quantized weights compute in: `devices.resolve_dtype`'s `auto` (bf16 on CUDA, fp16 where bf16 is
+    missing and on Apple MPS, fp32 on the CPU, where half-precision matmuls are slow and gain nothing)."""
+    return resolve_dtype("auto", device)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ class ThinkDiffTokens:
 
     `lengths[b]` is how many of row b's T positions are real (batched VLM rows can stop at EOS);
     `texts` holds the VLM's generated text per row and `token_ids` `[B, T]` its generated ids (both
-    empty for a vision encoder); training decodes the ids.
+    empty for a vision encoder); training decodes the ids. `source_family` lets an aligner refuse
+    another VLM family's features of the same width (`thinkdiff_core.families`). `prompt_features` holds, when
+    asked for, each row's prompt-token states `[P_b, D]` (the input-token ablation's aligner input).
     """
 
     features: torch.Tensor
@@ -34,6 +36,9 @@ class ThinkDiffTokens:
     lengths: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     token_ids: torch.Tensor | None = None
+    source_family: str = ""
+    """The VLM family (`qwen2_vl`, ...) for LVLM tokens; "" when unknown or not a VLM's."""
+    prompt_features: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.features.dim() != 3:

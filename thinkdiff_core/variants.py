@@ -66,8 +66,23 @@ def clip_pooled(text_encoder: torch.nn.Module, tokenizer, texts: Sequence[str], 
         return text_encoder(ids.to(device), output_hidden_states=False).pooler_output
 
 
+def t5_prompt_conditioning(flux, prompts: Sequence[str], guidance_scale: float, device: torch.device,
+                           max_sequence_length: int = REFERENCE_T5_LENGTH) -> Conditioning:
+    """FluxPipeline's own prompt encoding: T5 of each prompt padded to `max_sequence_length`, CLIP-L pooled."""
+    with torch.no_grad():
+        t5, pooled, _ = flux.encode_prompt(prompt=list(prompts), prompt_2=None, device=device,
+                                           max_sequence_length=max_sequence_length)
+    dtype = flux.transformer.dtype
+    return [[t5.to(dtype), {"pooled_output": pooled.to(dtype), "guidance": guidance_scale}]]
+
+
 class ReasoningSource:
-    """ThinkDiff-LVLM: a VLM reasons over images and words; its answer's token features are the prompt."""
+    """ThinkDiff-LVLM: a VLM reasons over images and words; its answer's token features are the prompt.
+
+    `base_conditioning(..., with_text=True)` is the reference's multi-image-input script (the
+    pipeline's `thinkdiff+text` method): each request's prompt, encoded by FLUX's T5 (128 tokens),
+    follows the aligned answer and its CLIP-L pooled vector is FLUX's; FLUX's T5 must then be loaded.
+    """
 
     variant: ClassVar[str] = "lvlm"
     merge_mode: ClassVar[str] = "replace"
@@ -109,9 +124,12 @@ class ReasoningSource:
         return self.vlm.generate(prompts, settings, on_token=on_token)
 
     def base_conditioning(self, flux, requests: Sequence[ThinkDiffRequest], guidance_scale: float,
-                          device: torch.device) -> Conditioning:
+                          device: torch.device, with_text: bool = False) -> Conditioning:
         """Pooled CLIP-L of the empty prompt and no text tokens (`replace` keeps only the width of `cond`;
-        the nodes pass the empty prompt's T5 output there, which `replace` discards)."""
+        the nodes pass the empty prompt's T5 output there, which `replace` discards); `with_text`: the
+        prompts' own encoding (`t5_prompt_conditioning`), which the aligned answer goes before."""
+        if with_text:
+            return t5_prompt_conditioning(flux, [r.prompt for r in requests], guidance_scale, device)
         dtype = flux.transformer.dtype
         pooled = clip_pooled(flux.text_encoder, flux.tokenizer, [""], device).to(dtype)
         cond = torch.zeros(1, 0, flux.transformer.config.joint_attention_dim, dtype=dtype, device=device)
@@ -170,12 +188,9 @@ class VisionSource:
 
     def base_conditioning(self, flux, requests: Sequence[ThinkDiffRequest], guidance_scale: float,
                           device: torch.device) -> Conditioning:
-        """FluxPipeline's own prompt encoding: T5 of each prompt padded to `max_sequence_length`, CLIP-L pooled."""
-        with torch.no_grad():
-            t5, pooled, _ = flux.encode_prompt(prompt=[r.prompt for r in requests], prompt_2=None, device=device,
-                                               max_sequence_length=self.max_sequence_length)
-        dtype = flux.transformer.dtype
-        return [[t5.to(dtype), {"pooled_output": pooled.to(dtype), "guidance": guidance_scale}]]
+        """FluxPipeline's own prompt encoding of each request's prompt (`t5_prompt_conditioning`)."""
+        return t5_prompt_conditioning(flux, [r.prompt for r in requests], guidance_scale, device,
+                                      self.max_sequence_length)
 
 
 SOURCES: dict[str, type[ReasoningSource] | type[VisionSource]] = {"lvlm": ReasoningSource, "clip": VisionSource}

@@ -40,7 +40,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .checkpoint import safetensors_format, write_safetensors_atomic
 from .images import ImageInput, as_pil_list
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
-from .vlm import HUB_ID, _model_id_of, compute_device, resolve_dtype
+from .devices import compute_device, resolve_dtype
+from .vlm import HUB_ID, _model_id_of
 
 BLIP2_HUB_ID = "Salesforce/blip2-flan-t5-xxl"
 """The BLIP-2 whose vision tower ThinkDiff-CLIP was trained on."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -26,18 +27,21 @@ import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
+from .families import FAMILIES
+from .devices import DTYPES, compute_device, resolve_dtype  # noqa: F401  (DTYPES: the loaders' table)
 from .files import check_safetensors_files, read_json_object
 from .memory import choose_precision
-from .precision import Precision, resolve_precision
+from .precision import Precision, gib, resolve_precision, weight_bytes
+from .progress import reporting_progress
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
 
-SUPPORTED_MODEL_TYPES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
+SUPPORTED_MODEL_TYPES = FAMILIES
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+logger = logging.getLogger(__name__)
 
 
 class UnusableImage(ValueError):
@@ -62,30 +66,6 @@ class GenerationSettings:
             )
         if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
-
-
-def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """`auto` picks bf16 on CUDA (fp16 where bf16 is missing), fp16 on Apple MPS, fp32 on CPU.
-
-    A `torch.dtype` passes through: a caller that loads on the CPU for another device (ComfyUI's
-    memory manager moves the model later) resolves `auto` against that device itself.
-    """
-    if isinstance(name, torch.dtype):
-        return name
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"Unknown dtype {name!r}; choose auto, {', '.join(DTYPES)}.")
-    return DTYPES[name]
-
-
-def compute_device(device: torch.device | str | None = None) -> torch.device:
-    """Where a model loaded now will run: the given device, else CUDA when there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: bool = False):
@@ -143,15 +123,18 @@ class _FinalNormCapture:
     `[B, 1, D]` (the state that produced the next token). Only `B x max_new_tokens x D` is ever held.
     """
 
-    def __init__(self, max_new_tokens: int) -> None:
-        self.max_new_tokens = max_new_tokens
+    def __init__(self, max_new_tokens: int, keep_prompt: bool = False) -> None:
+        self.max_new_tokens, self.keep_prompt = max_new_tokens, keep_prompt
         self.buffer: torch.Tensor | None = None
+        self.prompt: torch.Tensor | None = None
         self.count = 0
 
     def __call__(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
         state = output[0] if isinstance(output, tuple) else output
         if self.buffer is None:
             self.buffer = state.new_empty(state.shape[0], self.max_new_tokens, state.shape[-1])
+            if self.keep_prompt:
+                self.prompt = state.detach().cpu()
         if self.count < self.max_new_tokens:
             self.buffer[:, self.count] = state[:, -1]
         self.count += 1
@@ -192,14 +175,19 @@ class VisionLanguageModel:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str], dtype: str | torch.dtype | Precision = "auto",
-                        device: torch.device | str | None = None, trust_remote_code: bool = False) -> "VisionLanguageModel":
+                        device: torch.device | str | None = None, trust_remote_code: bool = False,
+                        on_progress: Callable[[int, int], None] | None = None,
+                        quantize_on: torch.device | str | None = None) -> "VisionLanguageModel":
         """Load from a local folder (or a Hub id), with SDPA attention, in the chosen precision.
 
         `dtype` is a precision (`thinkdiff_core.precision`): `bf16`, `fp16`, `fp32` or a `torch.dtype`;
         `fp8` or `nf4` (weights stored quantized, computed in the device's half dtype); `auto` (the
         device's half dtype, or fp8 where that does not fit the card). The model stays on the CPU unless
         `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
-        resolve `auto` against that device themselves, passing a `Precision`).
+        resolve `auto` against that device themselves, passing a `Precision`). `on_progress(done, total)`
+        follows transformers' weight-loading loop (transformers >= 5). `quantize_on` loads (and quantizes) a
+        quantized precision's weights there, then moves them to `device` (default the CPU): bitsandbytes takes
+        minutes on a CPU for what a GPU does in seconds; the GPU briefly holds the quantized weights.
         """
         folder = resolve_model_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
@@ -207,17 +195,29 @@ class VisionLanguageModel:
         target = compute_device(device)
         precision = choose_precision(dtype, folder, target, trust_remote_code)
         quantization = precision.quantization_config()
-        model = AutoModelForImageTextToText.from_pretrained(
-            folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
-            **({"quantization_config": quantization} if quantization is not None else {}),
-        )
+        placement = {}
+        if quantization is not None:
+            placement["quantization_config"] = quantization
+            if quantize_on is not None:
+                placement["device_map"] = {"": torch.device(quantize_on)}
+        with reporting_progress(on_progress):
+            model = AutoModelForImageTextToText.from_pretrained(
+                folder, dtype=precision.compute, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+                **placement,
+            )
         model.eval().requires_grad_(False)
-        if device is not None:
-            model.to(target)
+        if device is not None or "device_map" in placement:
+            model.to(target if device is not None else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
         model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
+        logger.info("ThinkDiff: loaded %s in %s, %s of weights", model_id, precision, gib(weight_bytes(model)))
         return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
+
+    @property
+    def family(self) -> str:
+        """The VLM family (its transformers `model_type`, e.g. `qwen2_vl`): tokens carry it to the aligner's guard."""
+        return self.model.config.model_type
 
     @property
     def hidden_size(self) -> int:
@@ -290,11 +290,14 @@ class VisionLanguageModel:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings = GenerationSettings(),
-                 on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
+                 on_token: Callable[[int, int], None] | None = None,
+                 prompt_features: bool = False) -> ThinkDiffTokens:
         """Generate for each prompt; return texts, token ids and generated-token features.
 
         Rows that stop at EOS before the others keep `lengths[b]` real positions; later positions
-        are zero. Features come back on the CPU in the model's dtype.
+        are zero. Features come back on the CPU in the model's dtype. With `prompt_features` the
+        final-norm states of each prompt's own tokens (padding dropped) come back too: the paper's
+        input-token ablation trains on those.
         """
         device = self.device
         inputs = {k: v.to(device) for k, v in self.prepare(prompts).items()}
@@ -304,7 +307,7 @@ class VisionLanguageModel:
         sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0) \
             if settings.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         stopping = [_EachToken(on_token, settings.max_new_tokens)] if on_token else []
-        capture_hook = _FinalNormCapture(settings.max_new_tokens)
+        capture_hook = _FinalNormCapture(settings.max_new_tokens, keep_prompt=prompt_features)
         handle = self.final_norm.register_forward_hook(capture_hook)
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -325,7 +328,12 @@ class VisionLanguageModel:
         for row, n in enumerate(lengths):
             features[row, n:] = 0
             generated[row, n:] = self.pad_token_id
-        return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated)
+        prompts_states = None
+        if prompt_features:
+            real = inputs["attention_mask"].bool().cpu()
+            prompts_states = [capture_hook.prompt[row][real[row]] for row in range(real.shape[0])]
+        return ThinkDiffTokens(features, self.model_id, LVLM_RECIPE, lengths=lengths, texts=texts, token_ids=generated,
+                               prompt_features=prompts_states, source_family=self.family)
 
     @property
     def context_length(self) -> int:

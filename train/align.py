@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from thinkdiff_core.devices import training_autocast
 from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
 
 from . import checkpoints
@@ -48,7 +49,7 @@ from .run_lock import RunLock
 from .variants import TrainingVariant, training_variant
 
 RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
-                     "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
+                     "data.masking", "data.features", "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
                      "model.variant", "model.decoder", "model.vision_encoder")
 """Options that decide the data order or the objective: a resumed run must keep them."""
 
@@ -65,20 +66,10 @@ NO_CONFIG_HINT = (
 )
 
 
-def mixed_precision(choice: str) -> str:
-    """bf16 autocast (the reference) or none; fp16 would need loss scaling and is not offered."""
-    if choice == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if choice not in ("bf16", "no"):
-        raise ValueError(f"run.mixed_precision must be auto, bf16 or no; got {choice!r} (fp16 autocast needs loss "
-                         f"scaling; use bf16 on GPUs that have it, or no).")
-    return choice
-
-
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """CPU runs use gloo across processes; on GPUs accelerate picks NCCL. Nothing else differs."""
     output = Path(config.run.output_dir)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(config.run.mixed_precision),
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=training_autocast(config.run.mixed_precision),
                        log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(output))
 
 
@@ -254,7 +245,8 @@ def prepare(config: TrainConfig) -> Run:
     decoder = variant.load_decoder(config.model.decoder, config.model.vision_encoder, dtype=config.model.decoder_dtype,
                                    device=device, dropout=config.model.decoder_dropout)
     batches = variant.batches(decoder, config.data.train, config.model.vlm_tokenizer, config.data.max_split,
-                              config.data.max_prefix_tokens, config.data.max_target_tokens)
+                              config.data.max_prefix_tokens, config.data.max_target_tokens, config.data.features,
+                              config.data.masking)
     info, input_size = variant.aligner_source(decoder, config.data.train)
     if config.model.init_aligner:
         start = load_aligner(config.model.init_aligner, dtype=torch.float32)

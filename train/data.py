@@ -214,21 +214,26 @@ class FeatureSample:
     features: torch.Tensor  # [T, D]
     token_ids: torch.Tensor  # [T]
     meta: dict[str, Any]
+    input_features: torch.Tensor | None = None  # [P, D]: the prompt tokens' states (`precompute --features input|both`)
 
     @property
     def length(self) -> int:
         return self.features.shape[0]
 
 
-def encode_feature_sample(key: str, features: torch.Tensor, token_ids: torch.Tensor, meta: dict[str, Any]) -> dict:
+def encode_feature_sample(key: str, features: torch.Tensor, token_ids: torch.Tensor, meta: dict[str, Any],
+                          input_features: torch.Tensor | None = None) -> dict:
     """A tar sample: the tensors as safetensors bytes (no pickle anywhere), the rest as JSON."""
     tensors = {"features": features.contiguous(), "token_ids": token_ids.to(torch.int64).contiguous()}
+    if input_features is not None:
+        tensors["input_features"] = input_features.contiguous()
     return {"__key__": key, "safetensors": save_tensors(tensors), "json": json.dumps(meta).encode()}
 
 
 def decode_feature_sample(raw: dict[str, Any]) -> FeatureSample:
     tensors = load_tensors(raw["safetensors"])
-    return FeatureSample(raw["__key__"], tensors["features"], tensors["token_ids"], json.loads(raw["json"]))
+    return FeatureSample(raw["__key__"], tensors["features"], tensors["token_ids"], json.loads(raw["json"]),
+                         tensors.get("input_features"))
 
 
 def read_manifest(spec: str) -> dict[str, Any]:

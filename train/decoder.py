@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from thinkdiff_core.aligner import Aligner
 from thinkdiff_core.files import check_model_source
 from thinkdiff_core.vision import VisionEncoder
-from thinkdiff_core.vlm import resolve_dtype
+from thinkdiff_core.devices import resolve_dtype
 
 from .recipe import IGNORE_INDEX, feature_mask
 

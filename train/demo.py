@@ -183,7 +183,7 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     config = cfg.merge(config, overrides or {})
     decoder = trained.load_decoder(str(t5_folder), config.model.vision_encoder, dropout=config.model.decoder_dropout)
     batches = trained.batches(decoder, data["held_out"], None, config.data.max_split, config.data.max_prefix_tokens,
-                              config.data.max_target_tokens)
+                              config.data.max_target_tokens, config.data.features, config.data.masking)
     eval_batches = held_out_batches(data["held_out"], batches, 32, config.data.eval_samples)
     input_size = trained.input_size(decoder, eval_batches[0])
     stage("held-out proxy metrics of an untrained aligner (T5-norm init, as training starts)")

@@ -24,7 +24,7 @@ import torch
 
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.vision import BLIP2_HUB_ID
-from thinkdiff_core.vlm import compute_device
+from thinkdiff_core.devices import compute_device
 
 from . import config as cfg
 from .decoder import (ProxyDecoder, decoder_loss, encoder_states, greedy_decode, inference_mode, new_aligner)
@@ -124,6 +124,9 @@ class EvalConfig:
     batch_size: int = cfg.option(32, "samples per forward")
     samples: int = cfg.option(256, "held-out samples measured")
     max_split: int = cfg.option(128, "LVLM: largest split point (as in training)")
+    masking: str = cfg.option("random", "LVLM: random or none (as in training)")
+    features: str | None = cfg.option(None, "LVLM: generated, input or both (as in training); null: the features' "
+                                            "recorded choice")
     max_prefix_tokens: int = cfg.option(32, "CLIP: T5 tokens of the caption start (as in training)")
     max_target_tokens: int | None = cfg.option(None, "T5 tokens of each target; null: the variant's reference "
                                                      "value (LVLM 128, CLIP 32)")
@@ -141,7 +144,8 @@ def run(config: EvalConfig) -> tuple[ProxyMetrics, str]:
                          f"{variant.name}; leave --variant out to use the aligner's own.")
     decoder = variant.load_decoder(config.decoder, config.vision_encoder, dtype=config.decoder_dtype, device=device)
     batches = variant.batches(decoder, config.data, config.vlm_tokenizer, config.max_split, config.max_prefix_tokens,
-                              config.max_target_tokens or variant.reference_target_tokens)
+                              config.max_target_tokens or variant.reference_target_tokens, config.features,
+                              config.masking)
     eval_batches = held_out_batches(config.data, batches, config.batch_size, config.samples, config.seed)
     hidden = variant.input_size(decoder, eval_batches[0])
     aligner = loaded.module if loaded else new_aligner(hidden, decoder, config.seed)

@@ -7,6 +7,8 @@ For each image the VLM is asked one of the reference's 16 brief instructions (pi
 image) and samples an answer (temperature 0.6, top_p 0.9, up to 256 tokens). The final-norm state
 of every generated token (the state that produced it) is stored in bf16 with the token ids and the
 text: that is all `train.align` needs, so the VLM runs once per image, not once per epoch.
+`--features input|both` (the paper's ablations) also stores the final-norm states of each image's
+prompt tokens; the manifest records the choice and `train.align` gives the aligner what it names.
 
 Work is cut into units: one per input tar shard, or one per `folder_chunk` images of a folder. Unit
 i becomes `output/{i:06d}.tar` (plus `{i:06d}.stats.json`), written under a temporary name and
@@ -40,6 +42,7 @@ from thinkdiff_core.tokens import LVLM_RECIPE
 from thinkdiff_core.vlm import GenerationSettings, UnusableImage, VisionLanguageModel
 
 from . import config as cfg
+from .recipe import FEATURE_SOURCES
 from .data import (FEATURE_FORMAT, MANIFEST, UNREADABLE, VLM_TOKENIZER_DIR, ImageUnit, encode_feature_sample,
                    image_units)
 
@@ -85,6 +88,9 @@ class PrecomputeConfig:
     max_new_tokens: int = cfg.option(256, "most tokens generated per image (the reference: 256)")
     min_new_tokens: int = cfg.option(1, "fewest tokens generated per image (the reference: 1)")
     feature_dtype: str = cfg.option("bf16", "stored feature dtype: bf16, fp16 or fp32")
+    features: str = cfg.option("generated", "what the aligner will see: generated (the generated tokens' states, the "
+                                            "paper), input (the prompt tokens' states: the paper's ablation, 0.016 on "
+                                            "CoBSAT 2-shot) or both (prompt, then generated)")
     instructions: list[str] = cfg.option(BRIEF_INSTRUCTIONS, "instructions, one drawn per image (default: the "
                                                              "reference's 16)")
     limit: int | None = cfg.option(None, "at most this many images per rank and run (smoke runs); the unit reaching "
@@ -94,7 +100,7 @@ class PrecomputeConfig:
 
 
 MANIFEST_KEYS = ("vlm", "images", "batch_size", "folder_chunk", "seed", "temperature", "top_p", "max_new_tokens",
-                 "min_new_tokens", "feature_dtype", "instructions", "limit")
+                 "min_new_tokens", "feature_dtype", "features", "instructions", "limit")
 """Settings that decide the shard contents: a resumed run must use the same ones."""
 
 
@@ -154,9 +160,10 @@ def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeC
         rng = random.Random(f"{config.seed}:{unit.index}:{batch_index}")
         instructions = [rng.choice(config.instructions) for _ in pending]
         seed = batch_seed(config.seed, unit.index, batch_index)
+        keep_prompt = config.features != "generated"
         try:
             prompts = [Prompt([image, text], vision_ids=False) for (_, image), text in zip(pending, instructions)]
-            out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings))
+            out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings), prompt_features=keep_prompt)
         except UnusableImage:  # e.g. a 300:1 panorama: skipped and counted like unreadable images, the rest kept
             problems = [vlm.image_problem(image) for _, image in pending]
             skipped.extend(f"{record.key}: {problem}" for (record, _), problem in zip(pending, problems) if problem)
@@ -166,13 +173,14 @@ def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeC
                 batch_index += 1
                 return
             prompts = [Prompt([image, text], vision_ids=False) for (_, image), text in zip(pending, instructions)]
-            out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings))
+            out = vlm.generate(prompts, GenerationSettings(seed=seed, **settings), prompt_features=keep_prompt)
         for row, ((record, _), instruction) in enumerate(zip(pending, instructions)):
             length = out.lengths[row]
             meta = {"source": unit.name, "source_key": record.key, "instruction": instruction, "text": out.texts[row],
                     "seed": seed, "batch": batch_index, "row": row, "caption": record.caption}
+            prompt = out.prompt_features[row].to(dtype) if out.prompt_features else None
             writer.write(encode_feature_sample(f"{unit.index:06d}-{written:06d}", out.features[row, :length].to(dtype),
-                                               out.token_ids[row, :length], meta))
+                                               out.token_ids[row, :length], meta, prompt))
             written, tokens = written + 1, tokens + length
         progress.update(len(pending))
         pending, batch_index = [], batch_index + 1
@@ -211,6 +219,8 @@ def run(config: PrecomputeConfig) -> dict:
         raise ValueError("give --images (tar shards or an image folder) and --output (a folder for the features).")
     if config.feature_dtype not in FEATURE_DTYPES:
         raise ValueError(f"feature_dtype must be one of {list(FEATURE_DTYPES)}, got {config.feature_dtype!r}.")
+    if config.features not in FEATURE_SOURCES:
+        raise ValueError(f"features must be one of {list(FEATURE_SOURCES)}, got {config.features!r}.")
     if config.batch_size < 1 or not config.instructions:
         raise ValueError("batch_size must be at least 1 and instructions must not be empty.")
     rank = config.rank if config.rank is not None else int(os.environ.get("RANK", 0))

@@ -5,6 +5,9 @@ point s uniformly in [1, min(T-1, max_split)]; the aligner sees the features of 
 frozen T5 decoder must predict the text of tokens [s:], decoded with the VLM's tokenizer (special
 tokens skipped) and re-tokenised with T5's (EOS appended, at most `max_target_tokens`), pad
 positions ignored (-100). This follows the reference's collater and forward exactly.
+The paper's ablations change only what the aligner sees: `features` "input" (the prompt tokens'
+states instead of tokens [:s]) or "both" (prompt tokens, then tokens [:s]); `masking` "none" (no
+split: the aligner sees all T tokens and the decoder must reproduce all of their text).
 
 ThinkDiff-CLIP (the reference's `BlipVisionT5DecoderForConditionalGeneration.forward`): each caption
 is cleaned as BLIP's `blip_caption` processor does, then split at a random word boundary; the frozen
@@ -30,6 +33,10 @@ from .data import (CaptionedImage, FeatureSample, decode_captioned_image, decode
                    image_units, tar_samples, unit_records)
 
 IGNORE_INDEX = -100
+FEATURE_SOURCES = ("generated", "input", "both")
+"""What the LVLM aligner sees (`train.precompute --features`): the paper trains on generated-token states."""
+MASKINGS = ("random", "none")
+"""`data.masking`: the paper's random split, or its no-masking ablation."""
 CAPTION_MAX_WORDS = 50
 """`blip_caption`'s default `max_words`, which the reference's CLIP config keeps."""
 _CAPTION_PUNCTUATION = re.compile(r'[.!"()*#:;~]')
@@ -73,6 +80,10 @@ class LvlmBatches:
     max_target_tokens: int = 128
     keep_prefix: bool = False
     """Also decode the text of tokens [:s] (what the aligner saw), for showing held-out examples."""
+    features: str = "generated"
+    """`FEATURE_SOURCES`: generated tokens [:s], the prompt's tokens, or both (prompt first)."""
+    masking: str = "random"
+    """`MASKINGS`: a random split s, or none (s = T: all tokens seen, all tokens' text as the target)."""
 
     SEEN: ClassVar[str] = "aligner saw (tokens [:s])"
     """What `prefixes` holds, as a column title of the printed examples."""
@@ -89,8 +100,24 @@ class LvlmBatches:
         """A split needs at least one token on each side."""
         return sample.length >= 2
 
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_SOURCES:
+            raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {self.features!r}.")
+        if self.masking not in MASKINGS:
+            raise ValueError(f"data.masking must be one of {MASKINGS}, got {self.masking!r}.")
+
     def split_point(self, length: int, rng: random.Random) -> int:
-        return rng.randint(1, min(length - 1, self.max_split))
+        return rng.randint(1, min(length - 1, self.max_split)) if self.masking == "random" else length
+
+    def aligner_input(self, sample: FeatureSample, split: int) -> torch.Tensor:
+        """The features the aligner sees for a sample split at `split`."""
+        seen = sample.features[:split]
+        if self.features == "generated":
+            return seen
+        if sample.input_features is None:
+            raise ValueError(f"sample {sample.key} has no prompt-token features; features={self.features!r} needs "
+                             f"shards written by `train.precompute --features {self.features}`.")
+        return sample.input_features if self.features == "input" else torch.cat([sample.input_features, seen])
 
     def targets(self, token_ids: list[list[int]]) -> tuple[list[str], torch.Tensor]:
         """Texts of the held-back tokens and their T5 labels (pads = -100)."""
@@ -99,12 +126,14 @@ class LvlmBatches:
 
     def __call__(self, samples: list[FeatureSample], rng: random.Random) -> dict:
         splits = [self.split_point(s.length, rng) for s in samples]
-        width, hidden = max(splits), samples[0].features.shape[-1]
+        seen = [self.aligner_input(s, split) for s, split in zip(samples, splits)]
+        width, hidden = max(len(rows) for rows in seen), samples[0].features.shape[-1]
         features = torch.zeros(len(samples), width, hidden, dtype=samples[0].features.dtype)
-        for row, (sample, split) in enumerate(zip(samples, splits)):
-            features[row, :split] = sample.features[:split]
-        texts, labels = self.targets([s.token_ids[split:].tolist() for s, split in zip(samples, splits)])
-        batch = {"features": features, "labels": labels, "splits": splits, "targets": texts,
+        for row, rows in enumerate(seen):
+            features[row, :len(rows)] = rows
+        start = [split if self.masking == "random" else 0 for split in splits]
+        texts, labels = self.targets([s.token_ids[first:].tolist() for s, first in zip(samples, start)])
+        batch = {"features": features, "labels": labels, "splits": [len(rows) for rows in seen], "targets": texts,
                  "keys": [s.key for s in samples]}
         if self.keep_prefix:
             batch["prefixes"] = self.vlm_tokenizer.batch_decode(

@@ -48,8 +48,18 @@ class LvlmVariant:
 
     @staticmethod
     def batches(decoder: ProxyDecoder, data: str, vlm_tokenizer: str | None, max_split: int,
-                max_prefix_tokens: int, max_target_tokens: int) -> LvlmBatches:
-        return LvlmBatches(vlm_tokenizer_for(data, vlm_tokenizer), decoder.tokenizer, max_split, max_target_tokens)
+                max_prefix_tokens: int, max_target_tokens: int, features: str | None = None,
+                masking: str = "random") -> LvlmBatches:
+        """`features` null: what `train.precompute --features` recorded; input or both need shards that hold
+        the prompt tokens' states."""
+        stored = read_manifest(data).get("settings", {}).get("features", "generated")
+        features = features or stored
+        if features != "generated" and stored == "generated":
+            raise ValueError(f"{data} holds generated-token features only, but features={features!r} needs the prompt "
+                             f"tokens' states: precompute with `python -m train.precompute --features {features}` "
+                             f"(or both), or set data.features to generated.")
+        return LvlmBatches(vlm_tokenizer_for(data, vlm_tokenizer), decoder.tokenizer, max_split, max_target_tokens,
+                           features=features, masking=masking)
 
     @staticmethod
     def check_data(data: str) -> dict:
@@ -88,8 +98,12 @@ class ClipVariant:
 
     @staticmethod
     def batches(decoder: ProxyDecoder, data: str, vlm_tokenizer: str | None, max_split: int,
-                max_prefix_tokens: int, max_target_tokens: int) -> ClipBatches:
-        """Uses the image processor of the tower `decoder` carries."""
+                max_prefix_tokens: int, max_target_tokens: int, features: str | None = None,
+                masking: str = "random") -> ClipBatches:
+        """Uses the image processor of the tower `decoder` carries. The LVLM ablations have no CLIP meaning."""
+        if features is not None or masking != "random":
+            raise ValueError(f"data.features and data.masking are ThinkDiff-LVLM ablations; the CLIP variant splits "
+                             f"captions (got features={features!r}, masking={masking!r}).")
         return ClipBatches(decoder.tokenizer, decoder.vision.image_processor, max_prefix_tokens, max_target_tokens)
 
     @staticmethod

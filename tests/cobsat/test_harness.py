@@ -39,14 +39,20 @@ def test_full_loop_writes_images_judgements_and_reports(finished_run):
     assert all(p.with_suffix(".json").is_file() for p in images)
     assert len(list((finished_run / "judgements" / "qwen-tiny").rglob("*.json"))) == 4
     report = json.loads((finished_run / "report_qwen-tiny.json").read_text())
-    tasks = report["shots"]["2"]["tasks"]
+    tasks = report["methods"]["thinkdiff"]["shots"]["2"]["tasks"]
     assert set(tasks) == {"Color-I", "Background-II"}
     assert all(t["prompts"] == 2 and t["missing_images"] == 0 for t in tasks.values())
-    assert report["shots"]["2"]["average"] == pytest.approx(sum(t["accuracy"] for t in tasks.values()) / 2)
+    assert report["methods"]["thinkdiff"]["shots"]["2"]["average"] == pytest.approx(
+        sum(t["accuracy"] for t in tasks.values()) / 2)
     table = (finished_run / "report_qwen-tiny.md").read_text()
     assert "| average |" in table and "| 0.417 |" in table
     assert report["judge"] == {"judge": "qwen-tiny", "dtype": "float32", "max_new_tokens": 4, "decoding": "greedy"}
     assert "(judge: qwen-tiny, float32)" in table
+    assert len(list((finished_run / "clip_scores").rglob("*.json"))) == 4
+    shot = report["methods"]["thinkdiff"]["shots"]["2"]
+    assert 0 <= shot["average_clip_accuracy"] <= 1 and shot["average_clip_similarity"] >= 0
+    assert all({"clip_similarity", "clip_accuracy"} <= set(t) for t in tasks.values())
+    assert "| CLIP similarity (average) |" in table and "| CLIP accuracy (average) |" in table
 
 
 def test_judging_more_with_another_judge_setting_is_refused(finished_run, tmp_path, capsys):
@@ -80,7 +86,7 @@ def test_a_lost_image_is_remade_identically_and_missing_images_count_as_wrong(fi
 
     assert run(out, "--stages", "report") == 0
     report = json.loads((out / "report_qwen-tiny.json").read_text())
-    assert report["shots"]["2"]["tasks"]["Background-II"]["missing_images"] == 1
+    assert report["methods"]["thinkdiff"]["shots"]["2"]["tasks"]["Background-II"]["missing_images"] == 1
     capsys.readouterr()
 
     assert run(out, "--stages", "generate") == 0
@@ -109,3 +115,22 @@ def test_report_refuses_unjudged_images(finished_run, tmp_path, capsys):
     assert run(out, "--stages", "generate") == 0
     assert run(out, "--stages", "report") == 2
     assert "have no qwen-tiny judgement" in capsys.readouterr().err
+
+
+def test_methods_compare_on_the_same_answers_and_seeds_side_by_side(tmp_path, capsys):
+    out = tmp_path / "methods"
+    assert run(out, "--tasks", "1", "--methods", "thinkdiff", "vlm-text", "thinkdiff+text") == 0
+    roots = {"thinkdiff": out, "vlm-text": out / "methods" / "vlm-text", "thinkdiff+text": out / "methods" / "thinkdiff+text"}
+    records = {m: json.loads(next((root / "images" / "shot_2" / "task_1").glob("0_*.json")).read_text())
+               for m, root in roots.items()}
+    assert len({r["vlm_text"] for r in records.values()}) == 1  # one VLM answer for all three
+    assert records["thinkdiff+text"]["text_prompt"] == records["thinkdiff+text"]["words"][-1]
+    images = {m: next((root / "images" / "shot_2" / "task_1").glob("0_*.jpg")).read_bytes() for m, root in roots.items()}
+    assert len(set(images.values())) == 3
+    assert json.loads((roots["vlm-text"] / "run.json").read_text())["method"] == "vlm-text"
+    report = json.loads((out / "report_qwen-tiny.json").read_text())
+    assert set(report["methods"]) == {"thinkdiff", "vlm-text", "thinkdiff+text"}
+    table = (out / "report_qwen-tiny.md").read_text()
+    assert "| task | thinkdiff 2-shot | vlm-text 2-shot | thinkdiff+text 2-shot | paper 2-shot |" in table
+    assert "| paper ablation: input-token features | - | - | - | 0.016 |" in table
+    assert "| paper ablation: no masking | - | - | - | 0.287 |" in table

@@ -34,20 +34,23 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    """`python main.py --cpu --listen 127.0.0.1 ...` as a child process, with a small JSON client."""
+    """`python main.py --cpu --listen 127.0.0.1 ...` as a child process, with a small JSON client (`cpu=False` and
+    `extra_args` for a GPU run, as bench/comfy_cards.py makes)."""
 
-    def __init__(self, comfyui_dir: Path, base: Path, extra_paths: Path, python: str = sys.executable) -> None:
+    def __init__(self, comfyui_dir: Path, base: Path, extra_paths: Path, python: str = sys.executable,
+                 cpu: bool = True, extra_args: tuple[str, ...] = (), environment: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.log_path = base / "server.log"
         self.output_dir = base / "output"
         command = [
-            python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch",
-            "--base-directory", str(base), "--output-directory", str(self.output_dir),
-            "--extra-model-paths-config", str(extra_paths), "--preview-method", "none",
+            python, "main.py", *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
+            "--disable-auto-launch", "--base-directory", str(base), "--output-directory", str(self.output_dir),
+            "--extra-model-paths-config", str(extra_paths), "--preview-method", "none", *extra_args,
         ]
-        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2",
+                       **(environment or {})}
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(command, cwd=comfyui_dir, stdout=self._log, stderr=subprocess.STDOUT, env=environment)
 

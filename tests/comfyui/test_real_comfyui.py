@@ -32,7 +32,8 @@ pytestmark = pytest.mark.comfyui
 
 OURS = ("ThinkDiffVLMLoader", "ThinkDiffAlignerLoader", "ThinkDiffReason", "ThinkDiffConditioning",
         "ThinkDiffVisionLoader", "ThinkDiffVisionEncode")
-WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_clip_compose", "thinkdiff_clip_image_text"]
+WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_lvlm_vs_text", "thinkdiff_clip_compose",
+                  "thinkdiff_clip_image_text"]
 
 
 def node_ids(prompt: dict, class_type: str) -> list[str]:
@@ -184,6 +185,39 @@ def test_the_shipped_workflow_runs_to_a_saved_png(server, api_workflows, name):
     assert "Requested to load ThinkDiffModel" in log  # the VLM and aligner went through ComfyUI's memory manager
     assert "unet missing" not in log and "unet unexpected" not in log and "Missing VAE keys" not in log
     print(f"\n{name}: {prompt_id} success, saved {saved['filename']}, VLM text {len(text)} chars")
+
+
+@pytest.mark.parametrize("precision", ["fp8", "nf4"])
+def test_the_reasoning_workflow_runs_with_the_vlm_quantized(server, api_workflows, precision):
+    prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_reasoning"])
+    prompt[the_id(prompt, "ThinkDiffVLMLoader")]["inputs"]["dtype"] = precision
+    log_before = len(server.log())
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    assert entry["outputs"][the_id(prompt, "ThinkDiffReason")]["text"][0]
+    assert f"loaded Qwen2-VL-7B-Instruct in {precision} (computed in float32)" in server.log()[log_before:]
+    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
+    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.size == (64, 64) and max(hi - lo for lo, hi in image.getextrema()) > 0
+    cached = set(status_messages(entry).get("execution_cached", {}).get("nodes", []))
+    assert the_id(prompt, "ThinkDiffVLMLoader") not in cached and the_id(prompt, "ThinkDiffReason") not in cached
+    print(f"\nreasoning with the VLM in {precision}: {prompt_id} success")
+
+
+def test_the_vs_text_workflow_draws_both_images_from_one_answer(server, api_workflows):
+    """ThinkDiff and the VLM's text through FLUX's own encoding (the stand-in here), one answer, two saved PNGs."""
+    prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_vs_text"])
+    assert [prompt[i]["inputs"]["text"] for i in node_ids(prompt, STAND_IN_NODE_ID)
+            if isinstance(prompt[i]["inputs"]["text"], list)] == [[the_id(prompt, "ThinkDiffReason"), 1]]
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    pictures = []
+    for save in node_ids(prompt, "SaveImage"):
+        (saved,) = entry["outputs"][save]["images"]
+        with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+            assert image.format == "PNG" and image.size == (64, 64)
+            pictures.append(image.tobytes())
+    assert len(pictures) == 2 and pictures[0] != pictures[1]
 
 
 @pytest.mark.parametrize("name, pictures", [("thinkdiff_clip_compose", 2), ("thinkdiff_clip_image_text", 1)])

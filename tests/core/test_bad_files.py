@@ -237,3 +237,41 @@ def test_generate_refuses_an_unwritable_out_before_loading_models(tmp_path, colo
     assert "--out" in error.err and "cannot write there" in error.err
     assert "VLM:" not in error.out  # nothing was generated and then lost
 
+
+
+def run_limited(argv, file_size_limit):
+    """Run a CLI in a child whose files cannot grow past `file_size_limit` bytes: a destination that fills up."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, preexec_fn=limit, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_convert_into_a_full_destination_is_one_error_line(tmp_path):
+    source = tmp_path / "thinkdiff_lvlm.pth"
+    torch.save({"model": aligner_tensors(d_in=64, d_out=256)}, source)  # ~330 kB of tensors
+    target = tmp_path / "out" / "aligner.safetensors"
+    result = run_limited(["-m", "thinkdiff_core.convert", "aligner", str(source), str(target)], file_size_limit=64 * 1024)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Could not write" in errors[0] and "aligner.safetensors" in errors[0]
+    assert not target.exists() and not [p for p in target.parent.iterdir()]  # no half-written file left behind
+
+
+def test_convert_into_an_unwritable_destination_is_one_error_line(tmp_path, capsys):
+    from thinkdiff_core.convert import main as convert_main
+
+    source = tmp_path / "thinkdiff_lvlm.pth"
+    torch.save({"model": aligner_tensors()}, source)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    assert convert_main(["aligner", str(source), str(blocker / "aligner.safetensors")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -155,3 +155,28 @@ def test_a_missing_quantization_library_names_the_pip_command(tiny_vlm_dirs, wei
     message = result.stdout.split("MESSAGE: ", 1)[-1]
     assert f"The {weights} precision needs the optional package {package}, which is not installed" in message
     assert f'pip install "{requirement}"' in message and "or choose another precision" in message
+
+
+@pytest.mark.skipif(not hasattr(__import__("transformers").utils.logging, "set_tqdm_hook"),
+                    reason="transformers < 5 has no progress-bar hook (the console bar is all)")
+@pytest.mark.parametrize("weights", ["bf16", "nf4"])
+def test_loading_reports_progress_to_the_end(tiny_vlm_dirs, weights):
+    seen = []
+    VisionLanguageModel.from_pretrained(tiny_vlm_dirs(), dtype=Precision(weights, torch.bfloat16), device="cpu",
+                                        on_progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 10 and seen[-1][0] == seen[-1][1]  # one step per weight, to the last
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+@pytest.mark.parametrize("weights", ["fp8", "nf4"])
+def test_quantizing_on_a_device_then_resting_on_the_cpu(tiny_vlm_dirs, load, colour_images, weights):
+    """`quantize_on` places the weights while loading (a GPU in ComfyUI; the only device here is the CPU), and the
+    model then rests on the CPU with the same quantized weights and features as a plain load."""
+    quantize_on = "cuda" if torch.cuda.is_available() else "cpu"
+    vlm = VisionLanguageModel.from_pretrained(tiny_vlm_dirs(), dtype=Precision(weights, torch.bfloat16),
+                                              quantize_on=quantize_on)
+    assert vlm.device.type == "cpu"
+    prompt = cobsat_prompt(colour_images("red"), ["red", "blue"])
+    assert torch.equal(vlm.generate([prompt], GREEDY).features, load(weights).generate([prompt], GREEDY).features)
+    # compared after both ran on the CPU (bitsandbytes repacks 4-bit weights for its CPU kernels on first use)
+    assert weight_bytes(vlm.model) == weight_bytes(load(weights).model)

@@ -79,6 +79,9 @@ def model_tree(tmp_path_factory, blip2_dir, vision_encoder):
     (clip_vision / "broken" / "config.json").write_text("{not json")
     (clip_vision / "truncated.safetensors").write_bytes(b"\x10\x00\x00")
     (thinkdiff / "notes.txt").write_text("not a model")
+    (thinkdiff / "my-run").mkdir()  # a training run's optimizer state, as train.align writes it beside a checkpoint
+    torch.save({"step": 2, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-4}]}},
+               thinkdiff / "my-run" / "trainer.pt")
     (thinkdiff / ".hidden.safetensors").write_bytes((thinkdiff / "blip2_vision.safetensors").read_bytes())
     return thinkdiff, clip_vision
 

@@ -154,3 +154,54 @@ def test_aligners_refuse_the_other_variants_tokens_naming_the_fix(operations, vi
         operations.condition(clip_aligner, tokens_64, flux_base(), "prepend")
     with pytest.raises(ValueError, match=r"ThinkDiff-CLIP path .* ThinkDiff-LVLM aligner .* Load the CLIP aligner"):
         operations.condition(lvlm_aligner, clip_tokens, flux_base(), "replace")
+
+
+# --- working memory, the image-size cap and the VLM-family guard (issue 10) ---
+
+
+def test_reason_hands_the_request_estimate_to_make_room_before_generating(operations, tiny_vlm, colour_images):
+    from thinkdiff_core.memory import request_memory
+
+    seen, steps = [], []
+    tokens = operations.reason(tiny_vlm, {"image0": as_image_tensor(RED), "image1": as_image_tensor(GREEN)},
+                               "red\ngreen\nyellow", "cobsat_reasoning", "", SHORT,
+                               on_token=lambda done, total: steps.append(done), make_room=seen.append)
+    prompt = cobsat_prompt(colour_images("red", "lime", size=(40, 40)), ["red", "green", "yellow"])
+    assert seen == [request_memory(tiny_vlm, [prompt], SHORT.max_new_tokens)] and len(steps) == 6
+    assert tokens.features.shape == (1, 6, tiny_vlm.hidden_size)
+
+
+def test_a_refusing_make_room_stops_before_any_token(operations, tiny_vlm):
+    def refuse(working):
+        raise ValueError(f"does not fit: {working}")
+
+    steps = []
+    with pytest.raises(ValueError, match="does not fit: .* GiB \\(KV cache"):
+        operations.reason(tiny_vlm, {"image0": as_image_tensor(RED)}, "red\nblue", "cobsat_reasoning", "", SHORT,
+                          on_token=lambda done, total: steps.append(done), make_room=refuse)
+    assert steps == []
+
+
+def test_max_pixels_shrinks_big_pictures_before_the_vlm_sees_them(operations, tiny_vlm):
+    """The tiny processor caps images at 4x4 merged patches itself, so compare what reaches it: a 224x224 picture
+    capped at 56x56 pixels gives the 2x2 merged patches (4 image tokens) of a small image, not the processor's 16."""
+    estimates = {}
+    for cap in (0, 56 * 56):
+        seen = []
+        operations.reason(tiny_vlm, {"image0": as_image_tensor(RED, size=224)}, "red\nblue", "cobsat_reasoning", "",
+                          SHORT, max_pixels=cap, make_room=seen.append)
+        estimates[cap] = seen[0]
+    assert estimates[56 * 56].vision == estimates[0].vision // 4 and estimates[56 * 56].kv_cache < estimates[0].kv_cache
+
+
+def test_condition_refuses_another_vlm_familys_tokens_unless_allowed(operations, official_aligner_files,
+                                                                     load_tiny_vlm, caplog):
+    """The official-layout aligner says it was trained on Qwen2-VL-7B-Instruct; tiny Qwen2.5-VL tokens have its width."""
+    qwen2_5 = load_tiny_vlm("qwen2_5_vl")
+    tokens = operations.reason(qwen2_5, {"image0": as_image_tensor(RED)}, "red\nblue", "cobsat_reasoning", "", SHORT)
+    aligner = load_aligner(official_aligner_files[64])
+    with pytest.raises(ValueError, match="come from Qwen2.5-VL .* trained on Qwen2-VL .* allow_other_vlm"):
+        operations.condition(aligner, tokens, flux_base(), "replace")
+    with caplog.at_level("WARNING"):
+        merged = operations.condition(aligner, tokens, flux_base(), "replace", allow_other_vlm=True)
+    assert merged[0][0].shape == (1, 6, 4096) and "expect poor images" in caplog.text

@@ -7,6 +7,7 @@ import pytest
 
 from tests.nodes.widgets import NODES
 from thinkdiff_core import MODES, PRESETS, GenerationSettings
+from thinkdiff_core.precision import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_MODULES = ("lvlm", "clip", "conditioning")
@@ -27,7 +28,8 @@ def test_choices_and_defaults_come_from_the_library():
     assert mode.options == MODES and mode.default == "replace"
     for name in ("seed", "temperature", "top_p", "max_new_tokens", "min_new_tokens"):
         assert REASON.widget(name).default == getattr(settings, name)
-    assert NODES["ThinkDiffVLMLoader"].widget("dtype").options[0] == "auto"
+    assert NODES["ThinkDiffVLMLoader"].widget("dtype").options == PRECISIONS  # fp8 and nf4 too
+    assert NODES["ThinkDiffVisionLoader"].widget("dtype").options[0] == "auto"
 
 
 def test_growing_image_lists_name_their_slots_like_comfyui_autogrow():
@@ -44,15 +46,15 @@ def test_widget_layout_puts_the_seed_control_value_after_the_seed():
     layout = [(widget.name, control) for widget, control in REASON.widget_layout()]
     assert layout == [("words", False), ("preset", False), ("custom_instruction", False), ("seed", False),
                       ("seed", True), ("temperature", False), ("top_p", False), ("max_new_tokens", False),
-                      ("min_new_tokens", False)]
+                      ("min_new_tokens", False), ("max_pixels", False)]
 
 
 def test_check_widgets_values_accepts_a_valid_list_and_maps_it_to_prompt_inputs():
-    values = ["red\ngreen\nyellow", "cobsat_reasoning", "", 7, "fixed", 0.6, 0.9, 128, 128]
+    values = ["red\ngreen\nyellow", "cobsat_reasoning", "", 7, "fixed", 0.6, 0.9, 128, 128, 0]
     assert REASON.check_widgets_values(values) == []
     assert REASON.widget_inputs(values) == {
         "words": "red\ngreen\nyellow", "preset": "cobsat_reasoning", "custom_instruction": "", "seed": 7,
-        "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 128, "min_new_tokens": 128,
+        "temperature": 0.6, "top_p": 0.9, "max_new_tokens": 128, "min_new_tokens": 128, "max_pixels": 0,
     }
 
 
@@ -67,15 +69,15 @@ def test_check_widgets_values_accepts_a_valid_list_and_maps_it_to_prompt_inputs(
     (7, True, "not an integer"),
 ])
 def test_check_widgets_values_names_the_widget_and_the_problem(index, bad, expected):
-    values = ["red\ngreen\nyellow", "cobsat_reasoning", "", 7, "fixed", 0.6, 0.9, 128, 128]
+    values = ["red\ngreen\nyellow", "cobsat_reasoning", "", 7, "fixed", 0.6, 0.9, 128, 128, 0]
     values[index] = bad
     problems = REASON.check_widgets_values(values)
     assert len(problems) == 1 and expected in problems[0] and problems[0].startswith("ThinkDiffReason.")
 
 
 def test_check_widgets_values_refuses_a_list_of_the_wrong_length():
-    problems = REASON.check_widgets_values(["red", "cobsat_reasoning", "", 7, 0.6, 0.9, 128, 128])
-    assert len(problems) == 1 and "8 widget values, the schema has 9" in problems[0]
+    problems = REASON.check_widgets_values(["red", "cobsat_reasoning", "", 7, 0.6, 0.9, 128, 128, 0])
+    assert len(problems) == 1 and "9 widget values, the schema has 10" in problems[0]
 
 
 def test_combos_listed_from_disk_check_names():

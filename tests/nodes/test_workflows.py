@@ -72,7 +72,8 @@ def linked_from(workflow: dict, node: dict, input_name: str) -> tuple[dict, int]
 
 def test_every_workflow_ships_with_a_thumbnail():
     assert {path.stem for path in WORKFLOWS} == {"thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose",
-                                                 "thinkdiff_clip_compose", "thinkdiff_clip_image_text"}
+                                                 "thinkdiff_lvlm_vs_text", "thinkdiff_clip_compose",
+                                                 "thinkdiff_clip_image_text"}
     for path in WORKFLOWS:
         thumbnail = path.with_suffix(".jpg")
         with Image.open(thumbnail) as image:
@@ -132,16 +133,14 @@ def test_model_file_names_are_the_official_ones(workflows, name):
 def assert_flux_tail(workflow: dict, condition: dict, size: int) -> None:
     """Our Conditioning is the positive prompt of FLUX.1-dev at 28 steps (cfg 1: guidance is FluxGuidance's) and
     the picture is decoded and saved."""
-    sampler = the(workflow, "KSampler")
-    assert linked_from(workflow, sampler, "positive")[0] is condition
+    sampler, = [node for node in nodes_of(workflow, "KSampler") if linked_from(workflow, node, "positive")[0] is condition]
     assert linked_from(workflow, sampler, "model")[0]["type"] == "UNETLoader"
     seed, control, steps, cfg = sampler["widgets_values"][:4]
     assert steps == 28 and cfg == 1.0
     latent, _ = linked_from(workflow, sampler, "latent_image")
     assert latent["type"] == "EmptySD3LatentImage" and latent["widgets_values"][:2] == [size, size]
-    decode = the(workflow, "VAEDecode")
-    assert linked_from(workflow, the(workflow, "SaveImage"), "images")[0] is decode
-    assert linked_from(workflow, decode, "samples")[0] is sampler
+    decode, = [node for node in nodes_of(workflow, "VAEDecode") if linked_from(workflow, node, "samples")[0] is sampler]
+    assert any(linked_from(workflow, save, "images")[0] is decode for save in nodes_of(workflow, "SaveImage"))
 
 
 @pytest.mark.parametrize("name", LVLM_WORKFLOWS)
@@ -187,8 +186,30 @@ def test_the_reference_clip_recipe(workflows, name, pictures):
     assert all(node["type"] == "LoadImage" for node in loaded) and len({n["id"] for n in loaded}) == pictures
 
 
+def test_vs_text_draws_both_from_one_vlm_answer(workflows):
+    """The baseline branch: the Reason node's text through FLUX's own encoders (CLIPTextEncode), guidance 3.5, and a
+    sampler with the ThinkDiff branch's model, negative, latent and seed/steps/cfg, saved under its own prefix."""
+    workflow = workflows["thinkdiff_lvlm_vs_text"]
+    reason = the(workflow, "ThinkDiffReason")
+    condition = the(workflow, "ThinkDiffConditioning")
+    ours, = [n for n in nodes_of(workflow, "KSampler") if linked_from(workflow, n, "positive")[0] is condition]
+    baseline, = [n for n in nodes_of(workflow, "KSampler") if n is not ours]
+    guidance, _ = linked_from(workflow, baseline, "positive")
+    assert guidance["type"] == "FluxGuidance" and guidance["widgets_values"] == [3.5]
+    encode, _ = linked_from(workflow, guidance, "conditioning")
+    assert encode["type"] == "CLIPTextEncode" and linked_from(workflow, encode, "text") == (reason, 1)
+    assert linked_from(workflow, encode, "clip")[0]["type"] == "DualCLIPLoader"
+    for name in ("model", "negative", "latent_image"):
+        assert linked_from(workflow, baseline, name)[0] is linked_from(workflow, ours, name)[0], name
+    assert baseline["widgets_values"] == ours["widgets_values"]
+    decode, = [n for n in nodes_of(workflow, "VAEDecode") if linked_from(workflow, n, "samples")[0] is baseline]
+    saves = {save["widgets_values"][0]: linked_from(workflow, save, "images")[0] for save in nodes_of(workflow, "SaveImage")}
+    assert saves["ThinkDiff_vlm_text"] is decode and set(saves) == {"ThinkDiff", "ThinkDiff_vlm_text"}
+
+
 @pytest.mark.parametrize("name, preset, pictures", [
     ("thinkdiff_lvlm_reasoning", "cobsat_reasoning", 2),
+    ("thinkdiff_lvlm_vs_text", "cobsat_reasoning", 2),
     ("thinkdiff_lvlm_compose", "compose", 3),
 ])
 def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, name, preset, pictures):

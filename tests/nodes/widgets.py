@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from thinkdiff_core import MODES, PRESETS, GenerationSettings
 from thinkdiff_core.checkpoint import OFFICIAL_SUFFIXES, SAFETENSORS_SUFFIXES
-from thinkdiff_core.vlm import DTYPES
+from thinkdiff_core.precision import PRECISIONS
+from thinkdiff_core.devices import DTYPES
 
 CONTROL_AFTER_GENERATE = ("fixed", "increment", "decrement", "randomize")
 """What the editor stores after a widget with `control_after_generate` (its own extra widget value)."""
@@ -114,8 +117,10 @@ _DTYPE = Widget("dtype", "COMBO", default="auto", options=("auto", *DTYPES))
 NODES = {node.node_id: node for node in (
     Node("ThinkDiffVLMLoader", outputs=("THINKDIFF_VLM",), widgets=(
         Widget("model", "COMBO", options=None, files="folder"),
-        _DTYPE,
+        Widget("dtype", "COMBO", default="auto", options=PRECISIONS),
         Widget("trust_remote_code", "BOOLEAN", default=False),
+        Widget("device", "COMBO", default="default",
+               options=("default", "cpu", *(f"cuda:{index}" for index in range(torch.cuda.device_count())))),
     )),
     Node("ThinkDiffAlignerLoader", outputs=("THINKDIFF_ALIGNER",), widgets=(
         Widget("aligner_name", "COMBO", options=None, files="aligner"),
@@ -129,9 +134,11 @@ NODES = {node.node_id: node for node in (
         Widget("top_p", "FLOAT", default=_SETTINGS.top_p, minimum=0.01, maximum=1.0, step=0.01),
         Widget("max_new_tokens", "INT", default=_SETTINGS.max_new_tokens, minimum=1, maximum=4096),
         Widget("min_new_tokens", "INT", default=_SETTINGS.min_new_tokens, minimum=0, maximum=4096),
+        Widget("max_pixels", "INT", default=0, minimum=0, maximum=64_000_000, step=1024),
     )),
     Node("ThinkDiffConditioning", outputs=("CONDITIONING",), required=("aligner", "tokens", "conditioning"), widgets=(
         Widget("mode", "COMBO", default=MODES[0], options=MODES),
+        Widget("allow_other_vlm", "BOOLEAN", default=False),
     )),
     Node("ThinkDiffVisionLoader", outputs=("THINKDIFF_VISION",), widgets=(
         Widget("model", "COMBO", options=None, files="vision"),

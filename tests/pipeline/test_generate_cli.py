@@ -137,3 +137,21 @@ def test_nf4_without_bitsandbytes_is_one_error_line(tmp_path, colour_images):
     assert last.startswith("error: The nf4 precision needs the optional package bitsandbytes") and \
         'pip install "bitsandbytes>=0.45"' in last
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("option", ["--steps", "--height", "--width", "--max-new-tokens"])
+def test_zero_sizes_and_counts_are_refused_not_replaced_by_defaults(tmp_path, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        generate.main(["--tiny", "--words", "a", "b", "--out", str(tmp_path / "o.png"), option, "0"])
+    assert stop.value.code == 2
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_nan_temperature_is_one_error_line(tmp_path, colour_images, capsys):
+    image = tmp_path / "a.png"
+    colour_images("red")[0].save(image)
+    assert generate.main(["--tiny", "--image", str(image), "--words", "a", "b", "--out", str(tmp_path / "o.png"),
+                          "--temperature", "nan"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "temperature" in error

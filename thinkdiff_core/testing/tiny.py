@@ -297,6 +297,28 @@ def write_tiny_clip_text(encoder_folder: str | os.PathLike[str], tokenizer_folde
     return encoder_folder, tokenizer_folder
 
 
+def write_tiny_clip(folder: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A tiny random CLIP (text and vision towers, `CLIPModel`) with `write_tiny_clip_text`'s tokenizer and a
+    CLIP image processor at 32 px: the CoBSAT similarity metric's model (`openai/clip-vit-base-patch32`) in small."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    folder = Path(folder)
+    text_folder, _ = write_tiny_clip_text(folder / "text", folder, seed=seed)
+    text = CLIPTextConfig.from_pretrained(text_folder)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=16, projection_dim=text.projection_dim)
+    torch.manual_seed(seed)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                         projection_dim=text.projection_dim)).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 32},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
+        "do_convert_rgb": True,
+    }, indent=2))
+    return folder
+
+
 def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = TINY_FLUX_JOINT_DIM,
                     seed: int = 0) -> Path:
     """A tiny random FLUX.1-dev-shaped diffusers folder: what `FluxPipeline.from_pretrained` reads.

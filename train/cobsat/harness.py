@@ -16,11 +16,18 @@ Stages (`--stages`, default all three):
   image per call; or `--judge qwen`), saved per image under `OUT/judgements/{judge}/`, the judge's
   settings in `OUT/judge_{judge}.json` (a later run with other settings is refused); resumable and
   shardable alike.
+- clip: the benchmark's secondary metric, CLIP ViT-B/32 similarity of each image to its target text
+  (`clip_score.py`), saved per image under `OUT/clip_scores/`;
 - report: per-task and average accuracy per shot count (a missing image counts as wrong), written as
   `OUT/report_{judge}.json` and `.md` next to the paper's numbers. Run it once, after all shards.
 
-The generation settings are recorded in `OUT/run.json`; a later run with other settings is refused
-rather than mixing two recipes in one folder.
+Methods (`--methods`, any of them in one run, on the same prompts, seeds and VLM answers; the report
+puts them side by side): `thinkdiff` (the paper; files directly under OUT), `vlm-text` (the VLM's answer
+as a plain FLUX prompt) and `thinkdiff+text` (the aligned answer followed by the T5 text of
+`--text-prompt`, the reference's multi-image-input script), each under `OUT/methods/{method}/`.
+
+The generation settings are recorded in `run.json` of each method's folder; a later run with other
+settings is refused rather than mixing two recipes in one folder.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import json
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,17 +48,19 @@ from thinkdiff_core.cli import positive_int, run_cli
 from thinkdiff_core.files import check_writable_folder, write_atomic
 from thinkdiff_core.images import open_image, save_image
 from thinkdiff_core.pipeline import (
-    FLUX_DEV_ID, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
+    FLUX_DEV_ID, METHODS, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
     ThinkDiffPipeline, ThinkDiffRequest,
 )
 from thinkdiff_core.vlm import DTYPES, GenerationSettings, VisionLanguageModel
 
 from .tasks import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
+from .clip_score import CLIP_SCORE_ID, MISSING_SCORE, ClipScorer
 from .judge import LLAVA_JUDGE_ID, QWEN_JUDGE_ID, Judge, Judgement, LlavaJudge, QwenJudge, judge_images
 
-STAGES = ("generate", "judge", "report")
+STAGES = ("generate", "judge", "clip", "report")
 PAPER = {
     "source": "ThinkDiff-LVLM, ICML 2025 (judge: LLaVA-1.5-13B)",
+    "ablations": {"2": {"input-token features": 0.016, "no masking": 0.287}},
     "2": {"average": 0.417},
     "4": {"average": 0.463, "Color-I": 0.638, "Background-I": 0.362, "Style-I": 0.254, "Action-I": 0.434,
           "Texture-I": 0.317, "Color-II": 0.610, "Background-II": 0.590, "Style-II": 0.432, "Action-II": 0.664,
@@ -90,8 +99,22 @@ def case_dir(root: Path, case: Case) -> Path:
     return root / f"shot_{case.shot}" / f"task_{case.task.id}"
 
 
+def method_root(out: Path, method: str) -> Path:
+    """Where a method's images, judgements and settings live (the paper's method directly in OUT)."""
+    return out if method == "thinkdiff" else out / "methods" / method
+
+
+def text_prompt(template: str, case: Case) -> str:
+    """`--text-prompt` for one case: `{word}` is its query word."""
+    return template.format(word=case.words[-1])
+
+
 def image_file(out: Path, case: Case) -> Path:
     return case_dir(out / "images", case) / f"{case.name}.jpg"
+
+
+def clip_file(out: Path, case: Case) -> Path:
+    return case_dir(out / "clip_scores", case) / f"{case.name}.json"
 
 
 def judge_settings_file(out: Path, judge_name: str) -> Path:
@@ -113,9 +136,13 @@ def write_text(path: Path, text: str) -> None:
 
 # --- generate ---
 
-def generation_config(args: argparse.Namespace) -> dict:
+def generation_config(args: argparse.Namespace, method: str = "thinkdiff") -> dict:
     models = {"models": "tiny"} if args.tiny else {
         "vlm": args.vlm, "aligner": args.aligner, "flux": args.flux, "dtype": args.dtype}
+    if method != "thinkdiff":
+        models["method"] = method
+    if method == "thinkdiff+text":
+        models["text_prompt"] = args.text_prompt
     return models | {
         "seed": args.seed, "batch_size": args.batch_size, "steps": args.steps, "guidance": args.guidance,
         "size": args.size, "temperature": args.temperature, "top_p": args.top_p,
@@ -143,12 +170,19 @@ def request_for(case: Case) -> ThinkDiffRequest:
     return ThinkDiffRequest([open_image(p) for p in case.image_paths], list(case.words), preset="cobsat_reasoning")
 
 
-def unfinished(batches: list[Batch], out: Path) -> list[Batch]:
-    return [b for b in batches if not all(image_file(out, c).is_file() for c in b.cases)]
+def missing_methods(batch: Batch, out: Path, methods: list[str]) -> list[str]:
+    return [m for m in methods if not all(image_file(method_root(out, m), c).is_file() for c in batch.cases)]
+
+
+def unfinished(batches: list[Batch], out: Path, methods: list[str]) -> list[Batch]:
+    return [b for b in batches if missing_methods(b, out, methods)]
 
 
 def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args: argparse.Namespace) -> int:
-    """Generate the given batches, writing only images that do not exist yet; return how many were written."""
+    """Generate the given batches, writing only images that do not exist yet; return how many were written.
+
+    The VLM answers once per batch; every method that still misses an image of the batch makes its
+    images from that one answer, with the same image seeds."""
     written = 0
     for batch in tqdm(batches, desc="generate", unit="batch"):
         first = batch.cases[0]
@@ -157,19 +191,22 @@ def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args:
             top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
         )
         requests = [request_for(case) for case in batch.cases]
-        result = pipeline(
-            requests, settings, image_seeds=[seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases],
-            guidance_scale=args.guidance, num_inference_steps=args.steps, height=args.size, width=args.size,
-            progress=False,
-        )
-        for case, image, text in zip(batch.cases, result.images, result.texts):
-            target = image_file(out, case)
-            if target.is_file():
-                continue  # written before an interruption; the batch was redone only for its missing images
-            write_json(target.with_suffix(".json"), {"task": case.task.name, "shot": case.shot, "index": case.index,
-                                                     "words": list(case.words), "vlm_text": text})
-            save_image(image, target)
-            written += 1
+        seeds = [seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases]
+        tokens = pipeline.feature_tokens(requests, settings)
+        for method in missing_methods(batch, out, args.methods):
+            method_requests = requests if method != "thinkdiff+text" else [
+                replace(request, prompt=text_prompt(args.text_prompt, case)) for request, case in zip(requests, batch.cases)]
+            inputs = pipeline.flux_inputs(tokens, method_requests, args.guidance, method)
+            images = pipeline.sample(inputs, seeds, args.steps, args.size, args.size, progress=False)
+            for case, request, image, text in zip(batch.cases, method_requests, images, tokens.texts):
+                target = image_file(method_root(out, method), case)
+                if target.is_file():
+                    continue  # written before an interruption; the batch was redone only for its missing images
+                record = {"task": case.task.name, "shot": case.shot, "index": case.index, "words": list(case.words),
+                          "vlm_text": text} | ({"text_prompt": request.prompt} if request.prompt else {})
+                write_json(target.with_suffix(".json"), record)
+                save_image(image, target)
+                written += 1
     return written
 
 
@@ -188,10 +225,27 @@ def judge(judge_model: Judge, cases: list[Case], out: Path, batch_size: int) -> 
     return len(cases)
 
 
+# --- clip ---
+
+def clip_score(scorer: ClipScorer, cases: list[Case], out: Path) -> int:
+    """The benchmark's CLIP similarity of each given case's image; return how many were scored."""
+    todo = [c for c in cases if image_file(out, c).is_file() and not clip_file(out, c).is_file()]
+    for case in tqdm(todo, desc="clip", unit="image"):
+        score, = scorer.score_files([case], [image_file(out, case)])
+        write_json(clip_file(out, case), score)
+    return len(todo)
+
+
 # --- report ---
 
-def report(cases: list[Case], out: Path, judge_name: str) -> dict:
-    """Accuracy per task and shot count; missing images are wrong, unjudged existing images are an error."""
+def report(cases: list[Case], out: Path, judge_name: str, methods: list[str] = ["thinkdiff"]) -> dict:
+    """Accuracy per method, shot count and task; missing images are wrong, unjudged existing images are an error."""
+    settings = judge_settings_file(out, judge_name)
+    return {"judge": json.loads(settings.read_text()) if settings.is_file() else {"judge": judge_name},
+            "paper": PAPER, "methods": {m: method_report(cases, method_root(out, m), judge_name) for m in methods}}
+
+
+def method_report(cases: list[Case], out: Path, judge_name: str) -> dict:
     missing_judgements = unjudged(cases, out, judge_name)
     if missing_judgements:
         raise ValueError(
@@ -199,9 +253,7 @@ def report(cases: list[Case], out: Path, judge_name: str) -> dict:
             f"{image_file(out, missing_judgements[0])}). Run "
             f"--stages judge for every shard first."
         )
-    settings = judge_settings_file(out, judge_name)
-    results: dict = {"judge": json.loads(settings.read_text()) if settings.is_file() else {"judge": judge_name},
-                     "paper": PAPER, "shots": {}}
+    results: dict = {"shots": {}}
     for shot in sorted({c.shot for c in cases}):
         tasks = {}
         for task_id in sorted({c.task.id for c in cases if c.shot == shot}):
@@ -214,10 +266,22 @@ def report(cases: list[Case], out: Path, judge_name: str) -> dict:
                 "object_accuracy": sum(v.object_correct for v in judged) / len(group),
                 "attribute_accuracy": sum(v.attribute_correct for v in judged) / len(group),
                 "prompts": len(group), "missing_images": len(group) - len(judged),
-            }
+            } | clip_summary(out, group)
         average = sum(t["accuracy"] for t in tasks.values()) / len(tasks)
-        results["shots"][str(shot)] = {"tasks": tasks, "average": average}
+        results["shots"][str(shot)] = {"tasks": tasks, "average": average} | {
+            f"average_{key}": sum(t[key] for t in tasks.values()) / len(tasks)
+            for key in ("clip_similarity", "clip_accuracy") if all(key in t for t in tasks.values())}
     return results
+
+
+def clip_summary(out: Path, group: list[Case]) -> dict:
+    """The benchmark's CLIP averages over a task's prompts (missing images score 0), once every image has a score."""
+    files = [clip_file(out, c) for c in group]
+    if not all(f.is_file() for f, c in zip(files, group) if image_file(out, c).is_file()):
+        return {}
+    scores = [json.loads(f.read_text()) if image_file(out, c).is_file() else MISSING_SCORE for f, c in zip(files, group)]
+    return {"clip_similarity": sum(s["clip_similarity_overall"] for s in scores) / len(group),
+            "clip_accuracy": sum(s["clip_correct"] for s in scores) / len(group)}
 
 
 def judge_line(settings: dict) -> str:
@@ -229,19 +293,37 @@ def judge_line(settings: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    shots = list(results["shots"])
-    header = "| task | " + " | ".join(f"{s}-shot | paper {s}-shot" for s in shots) + " |"
-    rule = "|---|" + "---|---|" * len(shots)
-    names = [task.name for task in TASKS.values() if any(task.name in results["shots"][s]["tasks"] for s in shots)]
+    """One table: per shot count, a column for each method, then the paper's; the paper's ablation rows last."""
+    methods = results["methods"]
+    shots = list(next(iter(methods.values()))["shots"])
+    header = "| task | " + " | ".join(" | ".join([*(f"{m} {s}-shot" for m in methods), f"paper {s}-shot"])
+                                      for s in shots) + " |"
+    rule = "|---|" + ("---|" * (len(methods) + 1)) * len(shots)
+    names = [task.name for task in TASKS.values()
+             if any(task.name in methods[m]["shots"][s]["tasks"] for m in methods for s in shots)]
 
-    def cell(shot: str, key: str) -> str:
-        ours = results["shots"][shot]["tasks"].get(key, {}).get("accuracy") if key != "average" \
-            else results["shots"][shot]["average"]
-        paper = PAPER.get(shot, {}).get(key)
-        return f"{'-' if ours is None else f'{ours:.3f}'} | {'-' if paper is None else f'{paper:.3f}'}"
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
 
-    rows = [f"| {name} | " + " | ".join(cell(s, name) for s in shots) + " |" for name in names + ["average"]]
-    missing = sum(t["missing_images"] for s in shots for t in results["shots"][s]["tasks"].values())
+    def ours(method: str, shot: str, key: str) -> float | None:
+        table = methods[method]["shots"][shot]
+        return table["average"] if key == "average" else table["tasks"].get(key, {}).get("accuracy")
+
+    def row(name: str, values) -> str:
+        return f"| {name} | " + " | ".join(number(v) for v in values) + " |"
+
+    rows = [row(name, [v for s in shots for v in [*(ours(m, s, name) for m in methods), PAPER.get(s, {}).get(name)]])
+            for name in names + ["average"]]
+    for key, label in (("average_clip_similarity", "CLIP similarity (average)"), ("average_clip_accuracy",
+                                                                                "CLIP accuracy (average)")):
+        if any(key in methods[m]["shots"][s] for m in methods for s in shots):
+            rows.append(row(label, [v for s in shots for v in [*(methods[m]["shots"][s].get(key) for m in methods),
+                                                                None]]))
+    ablations = sorted({name for s in shots for name in PAPER["ablations"].get(s, {})})
+    rows += [row(f"paper ablation: {name}", [v for s in shots for v in [*(None for _ in methods),
+                                                                         PAPER["ablations"].get(s, {}).get(name)]])
+             for name in ablations]
+    missing = sum(t["missing_images"] for m in methods.values() for s in shots for t in m["shots"][s]["tasks"].values())
     return "\n".join([
         f"# CoBSAT accuracy (judge: {judge_line(results['judge'])})", "",
         f"Paper: {PAPER['source']}. A prompt counts as correct when the judge names both the object and the "
@@ -269,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     gen.add_argument("--device", default=None)
     gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none")
+    gen.add_argument("--methods", nargs="+", choices=METHODS, default=["thinkdiff"],
+                     help="compared on the same prompts, seeds and VLM answers (see above)")
+    gen.add_argument("--text-prompt", default="{word}",
+                     help="thinkdiff+text: the text after the aligned answer; {word} is the query word")
     gen.add_argument("--batch-size", type=positive_int, default=8)
     gen.add_argument("--seed", type=int, default=GenerationSettings().seed)
     gen.add_argument("--steps", type=positive_int, default=None, help=f"default {REFERENCE_STEPS}")
@@ -282,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     jud = parser.add_argument_group("judge")
     jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="default llava (qwen with --tiny)")
     jud.add_argument("--judge-model", default=None, help=f"default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID}")
+    jud.add_argument("--clip-model", default=None, help=f"CLIP for the similarity metric (default {CLIP_SCORE_ID})")
     jud.add_argument("--judge-dtype", default=None, choices=["auto", *DTYPES],
                      help="default fp16 for llava (the benchmark's), --dtype for qwen")
     jud.add_argument("--judge-batch-size", type=positive_int, default=1,
@@ -302,7 +389,8 @@ def resolve_defaults(args: argparse.Namespace) -> None:
     args.judge = args.judge or ("qwen" if tiny else "llava")
     if not 0 <= args.shard < args.num_shards:
         raise ValueError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards}).")
-    given = [f"--{name}" for name in ("vlm", "aligner", "flux", "judge_model") if getattr(args, name) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in ("vlm", "aligner", "flux", "judge_model", "clip_model")
+             if getattr(args, name) is not None]
     if tiny and given:
         raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
     args.vlm, args.aligner, args.flux = args.vlm or QWEN2_VL_ID, args.aligner or OFFICIAL_LVLM_ALIGNER, args.flux or FLUX_DEV_ID
@@ -331,12 +419,25 @@ def load_judge(args: argparse.Namespace, tiny_vlm: Path | None) -> Judge:
                                       args.device, args.judge_max_new_tokens, args.judge_batch_size)
 
 
+def text_methods(args: argparse.Namespace) -> bool:
+    """Whether a method needs FLUX's T5 (the paper's alone never loads it)."""
+    return any(method != "thinkdiff" for method in args.methods)
+
+
 def load_pipeline(args: argparse.Namespace, tiny_paths: dict[str, Path] | None) -> ThinkDiffPipeline:
     if tiny_paths:
         return ThinkDiffPipeline.from_pretrained(tiny_paths["flux"], tiny_paths["aligner"], tiny_paths["vlm"],
-                                                 dtype="fp32", device="cpu")
+                                                 dtype="fp32", device="cpu", load_t5=text_methods(args))
     return ThinkDiffPipeline.from_pretrained(args.flux, args.aligner, args.vlm, dtype=args.dtype, device=args.device,
-                                             offload=args.offload)
+                                             offload=args.offload, load_t5=text_methods(args))
+
+
+def clip_model(args: argparse.Namespace, workdir: Path) -> str | Path:
+    if args.tiny:
+        from thinkdiff_core.testing.tiny import write_tiny_clip
+
+        return write_tiny_clip(workdir / "clip-tiny")
+    return args.clip_model or CLIP_SCORE_ID
 
 
 def free_memory() -> None:
@@ -366,29 +467,39 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         return tiny_paths or None
 
     if "generate" in args.stages:
-        check_recorded(args.out / "run.json", generation_config(args), "images")
-        todo = unfinished(batches, args.out)
+        for method in args.methods:
+            check_recorded(method_root(args.out, method) / "run.json", generation_config(args, method), "images")
+        todo = unfinished(batches, args.out, args.methods)
         if todo:
             summary["generated"] = generate(load_pipeline(args, tiny_models()), todo, args.out, args)
             free_memory()
     if "judge" in args.stages:
-        todo = unjudged(mine, args.out, judge_name(args))
-        if todo:
+        name = judge_name(args)
+        todo = {m: unjudged(mine, method_root(args.out, m), name) for m in args.methods}
+        if any(todo.values()):
             tiny = tiny_models()
             judge_model = load_judge(args, tiny["vlm"] if tiny else None)
             check_recorded(judge_settings_file(args.out, judge_model.name), judge_model.settings, "judgements")
-            summary["judged"] = judge(judge_model, todo, args.out, args.judge_batch_size)
+            summary["judged"] = sum(judge(judge_model, cases_left, method_root(args.out, m), args.judge_batch_size)
+                                    for m, cases_left in todo.items() if cases_left)
+            free_memory()
+    if "clip" in args.stages:
+        roots = [method_root(args.out, m) for m in args.methods]
+        if any(image_file(r, c).is_file() and not clip_file(r, c).is_file() for r in roots for c in mine):
+            scorer = ClipScorer.from_pretrained(str(clip_model(args, workdir)), device=args.device)
+            summary["clip_scored"] = sum(clip_score(scorer, mine, root) for root in roots)
             free_memory()
     if "report" in args.stages:
         if args.num_shards > 1:
             print("report skipped: run --stages report once all shards have finished (without --shard).")
         else:
             name = judge_name(args)
-            results = report(cases, args.out, name)
+            results = report(cases, args.out, name, args.methods)
             write_json(args.out / f"report_{name}.json", results)
             write_text(args.out / f"report_{name}.md", markdown(results))
             summary["report"] = str(args.out / f"report_{name}.md")
-            summary["averages"] = {shot: round(r["average"], 4) for shot, r in results["shots"].items()}
+            summary["averages"] = {m: {shot: round(r["average"], 4) for shot, r in table["shots"].items()}
+                                   for m, table in results["methods"].items()}
     return summary
 
 
@@ -397,12 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
 
-    def work() -> str:
+    def work() -> None:
         with tempfile.TemporaryDirectory(prefix="cobsat-tiny-") as workdir:
             summary = run(args, Path(workdir))
-        return "\n".join(f"{key}: {value}" for key, value in summary.items())
+        for key, value in summary.items():
+            print(f"{key}: {value}")
 
     return run_cli(work)
+
 
 if __name__ == "__main__":
     sys.exit(main())

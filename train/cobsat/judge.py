@@ -29,8 +29,8 @@ from PIL import Image
 
 from thinkdiff_core.images import open_image
 from thinkdiff_core.prompts import Prompt
-from thinkdiff_core.vlm import (GenerationSettings, VisionLanguageModel, compute_device, load_pil_image_processor,
-                                resolve_dtype, resolve_model_folder)
+from thinkdiff_core.devices import compute_device, resolve_dtype
+from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel, load_pil_image_processor, resolve_model_folder
 
 from .tasks import ITEMS, Case, word
 
