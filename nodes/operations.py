@@ -68,7 +68,9 @@ def encode_images(encoder: VisionEncoder, images: Mapping[str, torch.Tensor | No
 
 
 def condition(aligner: LoadedAligner, tokens: ThinkDiffTokens, base: list, mode: str,
-              allow_other_vlm: bool = False) -> list:
-    """The Conditioning node: aligned tokens merged into the base conditioning (sizes and VLM family checked by the
-    aligner; `allow_other_vlm` lets another family's tokens through, with a warning)."""
-    return merge_conditioning(base, aligner(tokens, allow_other_vlm), mode)
+              allow_other_vlm: bool = False, target: str = "auto", strength: float = 1.0,
+              token_budget: int = 0) -> list:
+    """The Conditioning node: aligned tokens merged into the base conditioning for `target` (sizes and VLM family
+    checked by the aligner; `allow_other_vlm` lets another family's tokens through, with a warning)."""
+    return merge_conditioning(base, aligner(tokens, allow_other_vlm), mode, target=target, strength=strength,
+                              token_budget=token_budget)

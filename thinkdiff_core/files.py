@@ -107,16 +107,3 @@ def check_writable_folder(folder: str | os.PathLike[str], option: str) -> Path:
                          f"write to, or fix its permissions.") from error
     return folder
 
-
-def check_model_source(name_or_path: str | os.PathLike[str], option: str, expected: str) -> None:
-    """Refuse a model that is neither an existing local path nor a well-formed Hub id, before any loader
-    turns a mistyped folder into a download attempt or a deep traceback."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if Path(name_or_path).expanduser().exists():
-        return
-    try:
-        validate_repo_id(str(name_or_path))
-    except HFValidationError:
-        raise FileNotFoundError(f"{option} {name_or_path}: no such file or folder, and not a Hugging Face Hub id "
-                                f"(owner/name). Give {expected}.") from None

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,8 @@ from .variants import (
 from .vision import VisionEncoder
 from .memory import choose_precision
 from .devices import compute_device, resolve_dtype
-from .vlm import HUB_ID, GenerationSettings, VisionLanguageModel, resolve_model_folder
+from .hub import download_file, model_folder, split_hub_file
+from .vlm import GenerationSettings, VisionLanguageModel, vlm_folder
 
 __all__ = [
     "FLUX_DEV_ID", "OFFICIAL_CLIP_ALIGNER", "OFFICIAL_LVLM_ALIGNER", "OFFLOAD_MODES", "QWEN2_VL_ID",
@@ -78,7 +78,6 @@ OFFLOAD_MODES = ("none", "model", "sequential")
 METHODS = ("thinkdiff", "thinkdiff+text", "vlm-text")
 PLAIN_PROMPT_T5_LENGTH = 512
 """`vlm-text`: FluxPipeline's default T5 length, what a user gets by pasting the answer into FLUX."""
-HUB_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>[\w./-]+)$")
 FeatureSource = ReasoningSource | VisionSource
 
 
@@ -107,36 +106,24 @@ def resolve_aligner_file(spec: str | os.PathLike[str]) -> Path:
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    match = HUB_FILE.match(str(spec))
-    if path.exists() or match is None or str(spec).startswith((".", "/", "~")):
+    hub_file = None if path.exists() else split_hub_file(str(spec))
+    if hub_file is None:
         raise FileNotFoundError(
             f"No aligner file at {path}, and {str(spec)!r} is not a Hub file like '{OFFICIAL_LVLM_ALIGNER}'. "
             f"Give the path of a .pth/.safetensors aligner."
         )
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(match["repo"], match["file"]))
-    except (OSError, ValueError) as error:  # offline, unknown repo or file, no access
-        raise FileNotFoundError(
-            f"Could not fetch {match['file']} from the Hub repo {match['repo']} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}). Download it where you have access and pass its local path."
-        ) from error
+    return download_file(*hub_file, fix="Download it where you have access and pass its local path.")
 
 
 def resolve_flux_folder(spec: str | os.PathLike[str]) -> str:
-    """A local diffusers FLUX folder (with `model_index.json`) or a Hub id, checked before any loading."""
+    """A local diffusers FLUX folder (with `model_index.json`) or a Hub id (diffusers downloads it), checked
+    before any loading."""
     path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(
-                f"{path} has no model_index.json, so it is not a diffusers pipeline folder. Point at the FLUX "
-                f"folder that holds model_index.json, transformer/, vae/, text_encoder/ (e.g. FLUX.1-dev)."
-            )
-        return str(path)
-    if path.exists() or not HUB_ID.match(str(spec)):
-        raise FileNotFoundError(f"No FLUX folder at {path}, and {str(spec)!r} is not a Hub id like '{FLUX_DEV_ID}'.")
-    return str(spec)
+    return str(model_folder(
+        spec, "model_index.json",
+        missing=f"No FLUX folder at {path}, and {str(spec)!r} is not a Hub id like '{FLUX_DEV_ID}'.",
+        not_a_model=f"{path} has no model_index.json, so it is not a diffusers pipeline folder. Point at the FLUX "
+                    f"folder that holds model_index.json, transformer/, vae/, text_encoder/ (e.g. FLUX.1-dev)."))
 
 
 def _diffusers_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -253,9 +240,9 @@ class ThinkDiffPipeline:
         else:
             vlm = vlm if vlm is not None else QWEN2_VL_ID
             if not isinstance(vlm, VisionLanguageModel):
-                precision = choose_precision(vlm_precision or dtype, resolve_model_folder(vlm), target, trust_remote_code)
+                precision = choose_precision(vlm_precision or dtype, vlm_folder(vlm), target, trust_remote_code)
                 vlm = VisionLanguageModel.from_pretrained(vlm, dtype=precision, trust_remote_code=trust_remote_code)
-            source = ReasoningSource(vlm)
+            source = ReasoningSource(vlm, loaded_aligner.info.provenance.get("features", "generated"))
         without_t5 = {} if source.needs_t5 or load_t5 else {"text_encoder_2": None, "tokenizer_2": None}
         flux_pipeline = FluxPipeline.from_pretrained(flux_source, **without_t5, **_diffusers_dtype_kwarg(torch_dtype))
         pipeline = cls(flux_pipeline, loaded_aligner, source)

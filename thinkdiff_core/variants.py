@@ -29,6 +29,9 @@ from .tokens import CLIP_RECIPE, ThinkDiffTokens
 from .vision import BLIP2_HUB_ID, VisionEncoder
 from .vlm import GenerationSettings, VisionLanguageModel
 
+FEATURE_SOURCES = ("generated", "input", "both")
+"""What an LVLM aligner reads: the paper's generated-token states, or its ablations' prompt-token states
+(then the generated ones for "both"). Training records it in the aligner's provenance (`features`)."""
 REFERENCE_SIZE = 512
 """ThinkDiff-LVLM's reference image size (CoBSAT runs)."""
 REFERENCE_SIZE_CLIP = 1024
@@ -90,8 +93,10 @@ class ReasoningSource:
     needs_t5: ClassVar[bool] = False
     """FLUX's T5-XXL (~9.5 GB in bf16) is never loaded: the aligned answer replaces the prompt."""
 
-    def __init__(self, vlm: VisionLanguageModel) -> None:
-        self.vlm = vlm
+    def __init__(self, vlm: VisionLanguageModel, features: str = "generated") -> None:
+        if features not in FEATURE_SOURCES:
+            raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {features!r}.")
+        self.vlm, self.features = vlm, features
 
     @property
     def model(self) -> torch.nn.Module:
@@ -118,10 +123,20 @@ class ReasoningSource:
 
     def tokens(self, requests: Sequence[ThinkDiffRequest], settings: GenerationSettings,
                on_token: Callable[[int, int], None] | None = None) -> ThinkDiffTokens:
-        """The VLM's generated-token features for every request, in one batch."""
+        """The VLM's generated-token features for every request, in one batch; for an aligner trained on the
+        paper's ablations (`features` input or both), the prompt tokens' states (then the generated ones)."""
         prompts = [build_prompt(r.preset, as_pil_list(r.images), list(r.words), r.instruction)
                    for r in requests]
-        return self.vlm.generate(prompts, settings, on_token=on_token)
+        answer = self.vlm.generate(prompts, settings, on_token=on_token, prompt_features=self.features != "generated")
+        if self.features == "generated":
+            return answer
+        rows = [prompt if self.features == "input" else torch.cat([prompt, generated[:length]])
+                for prompt, generated, length in zip(answer.prompt_features, answer.features, answer.lengths)]
+        features = answer.features.new_zeros(len(rows), max(len(row) for row in rows), answer.hidden_size)
+        for index, row in enumerate(rows):
+            features[index, :len(row)] = row
+        return ThinkDiffTokens(features, answer.source_model_id, answer.token_recipe, lengths=[len(r) for r in rows],
+                               texts=answer.texts, token_ids=answer.token_ids)
 
     def base_conditioning(self, flux, requests: Sequence[ThinkDiffRequest], guidance_scale: float,
                           device: torch.device, with_text: bool = False) -> Conditioning:

@@ -41,7 +41,7 @@ from .checkpoint import safetensors_format, write_safetensors_atomic
 from .images import ImageInput, as_pil_list
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
 from .devices import compute_device, resolve_dtype
-from .vlm import HUB_ID, _model_id_of
+from .hub import download_file, is_hub_id, model_id_of
 
 BLIP2_HUB_ID = "Salesforce/blip2-flan-t5-xxl"
 """The BLIP-2 whose vision tower ThinkDiff-CLIP was trained on."""
@@ -197,7 +197,7 @@ def _read_folder(folder: Path, device: torch.device | str | None, dtype: torch.d
     for path, names in shards.items():
         _read(path, names, tensors, device, dtype)
     return VisionWeights(tensors, _vision_config(config.to_dict()), _processor_settings(folder, config.image_size),
-                         _model_id_of(folder), list(shards))
+                         model_id_of(folder), list(shards))
 
 
 def _read_converted(path: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> VisionWeights:
@@ -261,19 +261,11 @@ def download_vision_files(repo_id: str) -> Path:
     `vision_model.*` tensors: the language model's shards (most of blip2-flan-t5-xxl) are never downloaded.
     Files already in the cache are not fetched again.
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    fix = (f"Download the repo's config.json, preprocessor_config.json, {INDEX_FILE} and the shards that hold "
+           f"{VISION_PREFIX}* where you have access, and pass the folder's local path.")
 
     def fetch(filename: str) -> Path:
-        try:
-            return Path(hf_hub_download(repo_id, filename))
-        except (OSError, ValueError, EntryNotFoundError) as error:  # offline, unknown repo or file, no access
-            raise FileNotFoundError(
-                f"Could not fetch {filename} of the BLIP-2 repo {repo_id} from the Hub ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200] if str(error) else 'no details'}). Download the repo's config.json, "
-                f"preprocessor_config.json, {INDEX_FILE} and the shards that hold {VISION_PREFIX}* where you have "
-                f"access, and pass the folder's local path."
-            ) from error
+        return download_file(repo_id, filename, fix)
 
     index = fetch(INDEX_FILE)
     fetch("config.json")
@@ -348,7 +340,7 @@ class VisionEncoder:
         """
         target = compute_device(device)
         local = Path(path).expanduser()
-        hub_id = str(path) if not local.exists() and HUB_ID.match(str(path)) else None
+        hub_id = str(path) if not local.exists() and is_hub_id(str(path)) else None
         weights = read_vision_weights(download_vision_files(hub_id) if hub_id else local, device=device,
                                       dtype=resolve_dtype(dtype, target))
         return cls(build_vision_model(weights), _pil_image_processor(weights.processor_settings), hub_id or weights.model_id)

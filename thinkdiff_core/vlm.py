@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,9 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
 from .families import FAMILIES
-from .devices import DTYPES, compute_device, resolve_dtype  # noqa: F401  (DTYPES: the loaders' table)
+from .devices import compute_device
 from .files import check_safetensors_files, read_json_object
+from .hub import model_id_of, transformers_folder
 from .memory import choose_precision
 from .precision import Precision, gib, resolve_precision, weight_bytes
 from .progress import reporting_progress
@@ -39,7 +39,6 @@ from .tokens import LVLM_RECIPE, ThinkDiffTokens
 SUPPORTED_MODEL_TYPES = FAMILIES
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 logger = logging.getLogger(__name__)
 
@@ -48,9 +47,11 @@ class UnusableImage(ValueError):
     """A picture the VLM's image processor cannot take; training precompute skips and counts these."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationSettings:
-    """Sampling settings; the defaults are the reference inference settings (paper.md)."""
+    """Sampling settings; the defaults are the reference inference settings (paper.md).
+
+    Frozen: one instance is the default argument of `generate` and the source of the CLIs' and nodes' defaults."""
 
     seed: int = 0
     temperature: float = 0.6
@@ -75,21 +76,9 @@ def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: 
     return AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, **backend)
 
 
-def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
-    """A local model folder, or a Hub id downloaded (or found in the cache) to one."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(
-                f"{path} has no config.json, so it is not a Hugging Face model folder. Point at the folder that "
-                f"holds config.json and the *.safetensors files (e.g. models/vlm/Qwen2-VL-7B-Instruct)."
-            )
-        return path
-    if path.exists() or not HUB_ID.match(str(name_or_path)):
-        raise FileNotFoundError(f"No model folder at {path}, and {str(name_or_path)!r} is not a Hub id like 'Qwen/Qwen2-VL-7B-Instruct'.")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
+def vlm_folder(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local VLM folder, or a Hub id downloaded (or found in the cache) to one."""
+    return transformers_folder(name_or_path, "Qwen/Qwen2-VL-7B-Instruct", "models/vlm/Qwen2-VL-7B-Instruct")
 
 
 def _check_model_type(folder: Path, trust_remote_code: bool) -> str:
@@ -160,6 +149,7 @@ class VisionLanguageModel:
         self.model = model
         self.precision = precision or resolve_precision(model.dtype, model.device)
         self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"  # batched generation appends after the prompt, so pad on the left
         self.image_processor = image_processor
         self.chat_template = chat_template
         self.model_id = model_id
@@ -189,7 +179,7 @@ class VisionLanguageModel:
         quantized precision's weights there, then moves them to `device` (default the CPU): bitsandbytes takes
         minutes on a CPU for what a GPU does in seconds; the GPU briefly holds the quantized weights.
         """
-        folder = resolve_model_folder(name_or_path)
+        folder = vlm_folder(name_or_path)
         _check_model_type(folder, trust_remote_code)
         check_safetensors_files(folder)
         target = compute_device(device)
@@ -210,7 +200,7 @@ class VisionLanguageModel:
             model.to(target if device is not None else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         image_processor = load_pil_image_processor(folder, trust_remote_code)
-        model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else _model_id_of(folder)
+        model_id = str(name_or_path) if not Path(name_or_path).expanduser().is_dir() else model_id_of(folder)
         logger.info("ThinkDiff: loaded %s in %s, %s of weights", model_id, precision, gib(weight_bytes(model)))
         return cls(model, tokenizer, image_processor, _load_chat_template(folder, tokenizer), model_id, precision)
 
@@ -247,7 +237,6 @@ class VisionLanguageModel:
             texts = [self._expand_images(text, len(p.images), counts) for text, p in zip(texts, prompts)]
         else:
             texts = [self._expand_images(text, 0, iter(())) for text in texts]
-        self.tokenizer.padding_side = "left"
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
         inputs.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         if self._wants_mm_token_type_ids:
@@ -356,9 +345,3 @@ class VisionLanguageModel:
         first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full((generated.shape[0],), generated.shape[1]))
         return first.tolist()
 
-
-def _model_id_of(folder: Path) -> str:
-    """A readable id for a local folder: its `_name_or_path` if it names a Hub repo, else the folder name."""
-    config = read_json_object(folder / "config.json")
-    name = str(config.get("_name_or_path", ""))
-    return name if HUB_ID.match(name) else folder.name

@@ -193,7 +193,7 @@ class Run:
                 "steps": self.step, "data": config.data.train,
                 "samples_seen": self.step * config.data.batch_size * config.optim.grad_accum * world,
                 "batch_size": config.data.batch_size * config.optim.grad_accum * world, "seed": config.run.seed,
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                **self.batches.recorded, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
     def aligner_file(self) -> LoadedAligner:
         """The aligner as checkpoints and the export hold it, with this step's provenance."""

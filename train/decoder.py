@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from thinkdiff_core.aligner import Aligner
-from thinkdiff_core.files import check_model_source
+from thinkdiff_core.hub import check_model_source
 from thinkdiff_core.vision import VisionEncoder
 from thinkdiff_core.devices import resolve_dtype
 

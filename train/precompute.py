@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from thinkdiff_core.files import write_atomic
 from thinkdiff_core.prompts import Prompt
+from thinkdiff_core.variants import FEATURE_SOURCES
 from thinkdiff_core.tokens import LVLM_RECIPE
 from thinkdiff_core.vlm import GenerationSettings, UnusableImage, VisionLanguageModel
 
 from . import config as cfg
-from .recipe import FEATURE_SOURCES
 from .data import (FEATURE_FORMAT, MANIFEST, UNREADABLE, VLM_TOKENIZER_DIR, ImageUnit, encode_feature_sample,
                    image_units)
 

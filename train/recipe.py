@@ -29,12 +29,12 @@ from typing import ClassVar
 
 import torch
 
+from thinkdiff_core.variants import FEATURE_SOURCES
+
 from .data import (CaptionedImage, FeatureSample, decode_captioned_image, decode_feature_sample, expand_shards,
                    image_units, tar_samples, unit_records)
 
 IGNORE_INDEX = -100
-FEATURE_SOURCES = ("generated", "input", "both")
-"""What the LVLM aligner sees (`train.precompute --features`): the paper trains on generated-token states."""
 MASKINGS = ("random", "none")
 """`data.masking`: the paper's random split, or its no-masking ablation."""
 CAPTION_MAX_WORDS = 50
@@ -100,6 +100,11 @@ class LvlmBatches:
         """A split needs at least one token on each side."""
         return sample.length >= 2
 
+    @property
+    def recorded(self) -> dict:
+        """What the exported aligner's provenance records, so the pipeline feeds it what it saw."""
+        return {"features": self.features, "masking": self.masking}
+
     def __post_init__(self) -> None:
         if self.features not in FEATURE_SOURCES:
             raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {self.features!r}.")
@@ -161,6 +166,8 @@ class ClipBatches:
     """Also return the first parts' text (`prefixes`), for showing held-out examples."""
 
     SEEN: ClassVar[str] = "image + caption start (T5 encoder)"
+    recorded: ClassVar[dict] = {}
+    """Nothing beyond the recipe for the aligner's provenance (the LVLM ablations are not CLIP's)."""
     read = staticmethod(unit_records)
     decode = staticmethod(decode_captioned_image)
 

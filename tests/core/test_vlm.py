@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from thinkdiff_core.prompts import Prompt, cobsat_prompt, compose_prompt
-from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel, resolve_dtype
+from thinkdiff_core.devices import resolve_dtype
+from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 GREEDY = GenerationSettings(seed=0, temperature=0.0, max_new_tokens=10, min_new_tokens=10)
 

@@ -104,6 +104,17 @@ def test_condition_prepends_or_appends(operations, official_aligner_files, token
     torch.testing.assert_close(merged[0][0], expected[0][0])
 
 
+def test_condition_passes_target_strength_and_budget(operations, official_aligner_files, tokens_64):
+    aligner = load_aligner(official_aligner_files[64])
+    mask = torch.tensor([[1] * 9 + [0] * 119])
+    ltxv = [[torch.randn(1, 128, 4096), {"pooled_output": None, "attention_mask": mask}]]
+    [[cond, extras]] = operations.condition(aligner, tokens_64, ltxv, "prepend", False, "ltxv", 0.5, 130)
+    assert cond.shape == (1, 130, 4096) and extras["attention_mask"].tolist() == [[1] * 15 + [0] * 115]
+    torch.testing.assert_close(cond[:, :6], 0.5 * aligner(tokens_64))
+    with pytest.raises(ValueError, match="target is sd3 but the base conditioning has no pooled vector"):
+        operations.condition(aligner, tokens_64, ltxv, "prepend", False, "sd3")
+
+
 def test_condition_refuses_tokens_of_another_width_naming_both_sizes(operations, official_aligner_files, tokens_64):
     aligner = load_aligner(official_aligner_files[32])
     with pytest.raises(ValueError) as refused:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from thinkdiff_core import MODES, PRESETS, GenerationSettings
+from thinkdiff_core import MODES, PRESETS, TARGETS, GenerationSettings
 from thinkdiff_core.checkpoint import OFFICIAL_SUFFIXES, SAFETENSORS_SUFFIXES
 from thinkdiff_core.precision import PRECISIONS
 from thinkdiff_core.devices import DTYPES
@@ -138,6 +138,9 @@ NODES = {node.node_id: node for node in (
     )),
     Node("ThinkDiffConditioning", outputs=("CONDITIONING",), required=("aligner", "tokens", "conditioning"), widgets=(
         Widget("mode", "COMBO", default=MODES[0], options=MODES),
+        Widget("target", "COMBO", default="auto", options=tuple(TARGETS)),
+        Widget("strength", "FLOAT", default=1.0, minimum=0.0, maximum=10.0, step=0.01),
+        Widget("token_budget", "INT", default=0, minimum=0, maximum=4096),
         Widget("allow_other_vlm", "BOOLEAN", default=False),
     )),
     Node("ThinkDiffVisionLoader", outputs=("THINKDIFF_VISION",), widgets=(

@@ -67,3 +67,29 @@ def test_text_methods_need_t5_and_an_lvlm_aligner(tiny_pipeline, tiny_clip_pipel
         tiny_pipeline.feature_tokens(request, SHORT, method="text")
     with pytest.raises(ValueError, match="VLM's answer alone"):  # a prompt beside a VLM only for thinkdiff+text
         tiny_pipeline.feature_tokens([ThinkDiffRequest(colour_images("red"), ["a", "b"], prompt="x")], SHORT)
+
+
+@pytest.mark.parametrize("features", ["input", "both"])
+def test_an_ablation_aligner_reads_what_it_was_trained_on(tiny_flux_dir, tiny_vlm, tmp_path, colour_images, features):
+    """The aligner's provenance `features` (written by train.align) makes the pipeline feed the prompt tokens' states."""
+    from thinkdiff_core.aligner import Aligner
+    from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, save_aligner
+    from thinkdiff_core.tokens import LVLM_RECIPE
+
+    path = save_aligner(tmp_path / "ablation.safetensors", LoadedAligner(
+        Aligner(tiny_vlm.hidden_size, 64), AlignerInfo(tiny_vlm.model_id, LVLM_RECIPE, {"features": features})))
+    pipeline = ThinkDiffPipeline.from_pretrained(tiny_flux_dir, path, tiny_vlm, dtype="fp32", device="cpu")
+    requests = [ThinkDiffRequest(colour_images("red", "blue"), ["apple", "car", "cup"]),
+                ThinkDiffRequest(colour_images("green"), ["hat", "box"])]
+    tokens = pipeline.feature_tokens(requests, SHORT)
+    from thinkdiff_core.prompts import build_prompt
+
+    answer = tiny_vlm.generate([build_prompt("cobsat_reasoning", list(r.images), list(r.words)) for r in requests],
+                               SHORT, prompt_features=True)
+    assert tokens.texts == answer.texts
+    for row, prompt in enumerate(answer.prompt_features):
+        expected = prompt if features == "input" else torch.cat([prompt, answer.features[row, :answer.lengths[row]]])
+        assert tokens.lengths[row] == len(expected)
+        assert torch.equal(tokens.features[row, :len(expected)], expected)
+        assert not tokens.features[row, len(expected):].any()
+    assert tokens.lengths[0] != tokens.lengths[1]  # two images vs one: prompts of different lengths

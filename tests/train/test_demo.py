@@ -31,4 +31,7 @@ def test_demo_alignment_beats_the_untrained_aligner_by_a_wide_margin(tmp_path, v
     aligner = load_aligner(result["aligner"])
     assert aligner.info.token_recipe == recipe and aligner.info.source_model_id == source
     assert aligner.info.provenance["recipe"] == f"thinkdiff-{variant}" and aligner.info.provenance["steps"] == 120
+    recorded = {k: aligner.info.provenance.get(k) for k in ("features", "masking")}
+    assert recorded == ({"features": "generated", "masking": "random"} if variant == "lvlm" else {"features": None,
+                                                                                                  "masking": None})
     assert aligner.module.input_size == input_size and aligner.module.output_size == 64

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from thinkdiff_core.devices import compute_device
-from thinkdiff_core.vlm import load_pil_image_processor, resolve_model_folder
+from thinkdiff_core.hub import transformers_folder
+from thinkdiff_core.vlm import load_pil_image_processor
 
 from .tasks import ITEMS, Case
 
@@ -45,7 +46,7 @@ class ClipScorer:
     def from_pretrained(cls, name_or_path: str = CLIP_SCORE_ID, device: str | None = None) -> "ClipScorer":
         from transformers import CLIPModel, CLIPProcessor
 
-        folder = resolve_model_folder(name_or_path)
+        folder = transformers_folder(name_or_path, CLIP_SCORE_ID, "models/clip-vit-base-patch32")
         model = CLIPModel.from_pretrained(folder).to(compute_device(device)).eval().requires_grad_(False)
         return cls(model, CLIPProcessor.from_pretrained(folder, image_processor=load_pil_image_processor(folder)))
 

@@ -30,7 +30,8 @@ from PIL import Image
 from thinkdiff_core.images import open_image
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.devices import compute_device, resolve_dtype
-from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel, load_pil_image_processor, resolve_model_folder
+from thinkdiff_core.hub import transformers_folder
+from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel, load_pil_image_processor
 
 from .tasks import ITEMS, Case, word
 
@@ -182,7 +183,7 @@ class LlavaJudge:
         """Load a llava-hf style folder or Hub id. The image processor is the PIL one (no torchvision needed)."""
         from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-        folder = resolve_model_folder(name_or_path)
+        folder = transformers_folder(name_or_path, LLAVA_JUDGE_ID, "models/llava-1.5-13b-hf")
         target = compute_device(device)
         model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=resolve_dtype(dtype, target))
         model.to(target).eval().requires_grad_(False)
