@@ -51,7 +51,8 @@ from thinkdiff_core.pipeline import (
     FLUX_DEV_ID, METHODS, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
     ThinkDiffPipeline, ThinkDiffRequest,
 )
-from thinkdiff_core.vlm import DTYPES, GenerationSettings, VisionLanguageModel
+from thinkdiff_core.devices import DTYPES
+from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from .tasks import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
 from .clip_score import CLIP_SCORE_ID, MISSING_SCORE, ClipScorer
