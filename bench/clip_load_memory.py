@@ -54,10 +54,12 @@ def measure(how: str, path: str, dtype: str) -> None:
     import torch
     from transformers import Blip2ForConditionalGeneration
 
-    from thinkdiff_core.vision import BLIP2_EVAL_PROCESSOR, VisionEncoder, _pil_image_processor
+    from thinkdiff_core.processors import blip_pil_image_processor
+    from thinkdiff_core.vision import VisionEncoder
+    from thinkdiff_core.vision_files import BLIP2_EVAL_PROCESSOR
 
     torch.set_num_threads(1)
-    _pil_image_processor(BLIP2_EVAL_PROCESSOR)  # imports that loading triggers lazily are not loading's cost
+    blip_pil_image_processor(BLIP2_EVAL_PROCESSOR)  # imports that loading triggers lazily are not loading's cost
     torch.ones(4).sum()
     baseline = current_rss()
     if how == "full_model":
@@ -90,7 +92,7 @@ def main() -> None:
     from safetensors import safe_open
 
     from thinkdiff_core.testing.tiny import write_tiny_blip2
-    from thinkdiff_core.vision import convert_blip2_vision
+    from thinkdiff_core.vision_files import convert_blip2_vision
 
     with tempfile.TemporaryDirectory() as root:
         folder = write_tiny_blip2(Path(root) / "blip2", vision_width=args.vision_width, vision_layers=args.vision_layers,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..thinkdiff_core.checkpoint import OFFICIAL_SUFFIXES, SAFETENSORS_SUFFIXES, is_aligner_file
-from ..thinkdiff_core.vision import is_vision_source
+from ..thinkdiff_core.vision_files import is_vision_source
 
 CONFIG_FILE = "config.json"
 

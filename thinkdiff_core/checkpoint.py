@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .aligner import Aligner
 from .families import check_family, family_from_id
-from .files import write_atomic
+from .files import SAFETENSORS_SUFFIXES, safetensors_format, write_safetensors_atomic
 from .tokens import CLIP_RECIPE, LVLM_RECIPE, RECIPE_VARIANTS, ThinkDiffTokens
 
 FORMAT_NAME = "thinkdiff-aligner"
@@ -35,7 +34,6 @@ KEY_PREFIX = "mm_projector."
 OFFICIAL_LVLM_SOURCE = "Qwen/Qwen2-VL-7B-Instruct"
 OFFICIAL_CLIP_SOURCE = "Salesforce/blip2-flan-t5-xxl"
 BLIP2_VISION_HIDDEN_SIZE = 1408
-SAFETENSORS_SUFFIXES = (".safetensors",)
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
 
 
@@ -166,19 +164,6 @@ def _validated_path(path: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"Aligner file not found: {path}. Put it under ComfyUI/models/thinkdiff/ or pass its full path.")
     return path
-
-
-def safetensors_format(path: str | os.PathLike[str]) -> str | None:
-    """The `format` entry of a safetensors file's metadata (None if absent or the file is not safetensors).
-
-    Reads only the header, so listing a folder of multi-gigabyte files stays cheap; our files say
-    `thinkdiff-aligner` or `thinkdiff-vision`, which tells them apart without loading any tensor.
-    """
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return (handle.metadata() or {}).get("format")
-    except (SafetensorError, OSError):
-        return None
 
 
 def _names_aligner_tensors(path: Path) -> bool:
@@ -355,14 +340,6 @@ def save_aligner(path: str | os.PathLike[str], aligner: LoadedAligner, overwrite
         metadata["source_family"] = info.source_family
     tensors = {KEY_PREFIX + k: v.detach().contiguous() for k, v in module.state_dict().items()}
     return write_safetensors_atomic(path, tensors, metadata, overwrite=overwrite)
-
-
-def write_safetensors_atomic(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str],
-                             overwrite: bool = False) -> Path:
-    """Write a `.safetensors` file via a temp file and a rename: never half-written, never replaced unasked."""
-    if Path(path).suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise ValueError(f"Expected a .safetensors destination; got {Path(path).name}.")
-    return write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata), overwrite)
 
 
 def convert_official(source: str | os.PathLike[str], destination: str | os.PathLike[str],

@@ -23,7 +23,7 @@ def _convert_aligner(args: argparse.Namespace) -> None:
 
 
 def _convert_vision(args: argparse.Namespace) -> None:
-    from .vision import convert_blip2_vision, read_vision_weights
+    from .vision_files import convert_blip2_vision, read_vision_weights
     from .devices import DTYPES
 
     written = convert_blip2_vision(args.source, args.destination, overwrite=args.overwrite, dtype=DTYPES.get(args.dtype))

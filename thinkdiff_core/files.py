@@ -1,4 +1,5 @@
-"""Atomic file writes (a temp file in the same folder, then a rename) and checked reads of model files.
+"""Atomic file writes (a temp file in the same folder, then a rename), safetensors helpers, and checked reads of
+model files.
 
 A reader (or a resumed run) that sees the file sees all of it, so "exists" can mean "done"; a crash
 leaves at most a hidden temp file, never a half-written result under the real name.
@@ -14,7 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
 
 
 def current_umask() -> int:
@@ -59,6 +64,27 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None], ov
         with contextlib.suppress(OSError):  # never hide the writer's own error behind a clean-up error
             temporary.unlink(missing_ok=True)
     return path
+
+
+def write_safetensors_atomic(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                             overwrite: bool = False) -> Path:
+    """Write a `.safetensors` file via a temp file and a rename: never half-written, never replaced unasked."""
+    if Path(path).suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise ValueError(f"Expected a .safetensors destination; got {Path(path).name}.")
+    return write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata), overwrite)
+
+
+def safetensors_format(path: str | os.PathLike[str]) -> str | None:
+    """The `format` entry of a safetensors file's metadata (None if absent or the file is not safetensors).
+
+    Reads only the header, so listing a folder of multi-gigabyte files stays cheap; our files say
+    `thinkdiff-aligner` or `thinkdiff-vision`, which tells them apart without loading any tensor.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError):
+        return None
 
 
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:

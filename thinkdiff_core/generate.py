@@ -35,7 +35,7 @@ from .pipeline import (
 from .precision import PRECISIONS
 from .prompts import PRESETS
 from .variants import SOURCES
-from .vision import BLIP2_HUB_ID
+from .vision_files import BLIP2_HUB_ID
 from .vlm import GenerationSettings
 
 TINY_SIZE = 64

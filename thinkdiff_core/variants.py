@@ -26,7 +26,8 @@ from .conditioning import Conditioning
 from .images import ImageInput, as_pil_list
 from .prompts import build_prompt
 from .tokens import CLIP_RECIPE, ThinkDiffTokens
-from .vision import BLIP2_HUB_ID, VisionEncoder
+from .vision import VisionEncoder
+from .vision_files import BLIP2_HUB_ID
 from .vlm import GenerationSettings, VisionLanguageModel
 
 FEATURE_SOURCES = ("generated", "input", "both")

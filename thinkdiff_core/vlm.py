@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import transformers
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
+from transformers import AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
 from .families import FAMILIES
 from .devices import compute_device
 from .files import check_safetensors_files, read_json_object
 from .hub import model_id_of, transformers_folder
 from .memory import choose_precision
+from .processors import load_pil_image_processor
 from .precision import Precision, gib, resolve_precision, weight_bytes
 from .progress import reporting_progress
 from .prompts import Prompt
@@ -39,7 +39,6 @@ from .tokens import LVLM_RECIPE, ThinkDiffTokens
 SUPPORTED_MODEL_TYPES = FAMILIES
 IMAGE_PAD = "<|image_pad|>"
 PLACEHOLDER_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 logger = logging.getLogger(__name__)
 
 
@@ -67,13 +66,6 @@ class GenerationSettings:
             )
         if not math.isfinite(self.temperature) or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}.")
-
-
-def load_pil_image_processor(folder: str | os.PathLike[str], trust_remote_code: bool = False):
-    """The folder's image processor on its PIL backend, so torchvision is not needed (transformers 5:
-    `backend="pil"`; 4.x: the slow processor, which is the PIL one)."""
-    backend = {"backend": "pil"} if TRANSFORMERS_MAJOR >= 5 else {"use_fast": False}
-    return AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, **backend)
 
 
 def vlm_folder(name_or_path: str | os.PathLike[str]) -> Path:

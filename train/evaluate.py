@@ -23,7 +23,7 @@ from contextlib import nullcontext
 import torch
 
 from thinkdiff_core.checkpoint import load_aligner
-from thinkdiff_core.vision import BLIP2_HUB_ID
+from thinkdiff_core.vision_files import BLIP2_HUB_ID
 from thinkdiff_core.devices import compute_device
 
 from . import config as cfg

@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 
 from thinkdiff_core.convert import main
-from thinkdiff_core.vision import FORMAT_NAME, VisionEncoder, read_vision_weights
+from thinkdiff_core.vision import VisionEncoder
+from thinkdiff_core.vision_files import FORMAT_NAME, read_vision_weights
 
 REPO = Path(__file__).resolve().parents[2]
 

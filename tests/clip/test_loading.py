@@ -8,9 +8,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import thinkdiff_core.vision as vision
+import thinkdiff_core.vision_files as vision_files
 from thinkdiff_core.testing.tiny import write_tiny_t5
-from thinkdiff_core.vision import VisionEncoder, read_vision_weights
+from thinkdiff_core.vision import VisionEncoder
+from thinkdiff_core.vision_files import read_vision_weights
 
 
 class RecordingSafeOpen:
@@ -66,7 +67,7 @@ def test_reads_only_vision_tensors_from_their_shards(blip2_dir, monkeypatch):
     assert any(weight_map[k] in vision_shards for k in weight_map if k.startswith("language_model."))
 
     recorder = RecordingSafeOpen()
-    monkeypatch.setattr(vision, "safe_open", recorder)
+    monkeypatch.setattr(vision_files, "safe_open", recorder)
     weights = read_vision_weights(blip2_dir)
     assert {p.split("/")[-1] for p in recorder.opened} == vision_shards
     assert sorted(recorder.read) == vision_names
@@ -173,8 +174,8 @@ def test_conversion_reopens_the_file_per_chunk(blip2_dir, monkeypatch):
     """A cast load reads in chunks (so the fp32 source is never all resident beside the copy): same tensors."""
     stored = read_vision_weights(blip2_dir)
     recorder = RecordingSafeOpen()
-    monkeypatch.setattr(vision, "safe_open", recorder)
-    monkeypatch.setattr(vision, "CONVERT_CHUNK_BYTES", 1)
+    monkeypatch.setattr(vision_files, "safe_open", recorder)
+    monkeypatch.setattr(vision_files, "CONVERT_CHUNK_BYTES", 1)
     cast = read_vision_weights(blip2_dir, dtype=torch.bfloat16)
     assert len(recorder.opened) == len(stored.tensors)  # one open per tensor at a 1-byte chunk
     assert sorted(recorder.read) == sorted("vision_model." + k for k in stored.tensors)

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
     if COMFYUI_DIR:
         return
     skip = pytest.mark.skip(reason="the real-ComfyUI suite runs only when COMFYUI_DIR names a ComfyUI checkout "
-                                   "(see README, 'Tests against a real ComfyUI')")
+                                   "(see docs/comfyui.md, 'Tests against a real ComfyUI')")
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(skip)
@@ -42,7 +42,7 @@ def comfy_base(tmp_path_factory) -> Path:
     from thinkdiff_core.testing.tiny import (
         TINY_BLIP2_VISION_WIDTH, write_official_aligner, write_tiny_blip2, write_tiny_qwen_vl,
     )
-    from thinkdiff_core.vision import convert_blip2_vision
+    from thinkdiff_core.vision_files import convert_blip2_vision
 
     base = tmp_path_factory.mktemp("comfyui-base")
     custom_nodes = base / "custom_nodes"

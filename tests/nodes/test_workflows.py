@@ -226,8 +226,8 @@ def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, name, pre
     assert reason["widgets_values"][4] == "fixed", "a fixed seed lets ComfyUI reuse the VLM's answer on re-runs"
 
 
-def test_the_readme_lists_every_model_file_of_the_workflows():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## ComfyUI"):]
+def test_the_comfyui_docs_list_every_model_file_of_the_workflows():
+    page = (REPO / "docs" / "comfyui.md").read_text()
+    section = page[page.index("## Model files"):page.index("## Nodes")]
     for expected in {**LVLM_MODEL_FILES, **CLIP_MODEL_FILES}.values():
-        assert expected in section, f"README's ComfyUI section does not mention {expected}"
+        assert expected in section, f"docs/comfyui.md's model-file table does not mention {expected}"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from thinkdiff_core.devices import compute_device
 from thinkdiff_core.hub import transformers_folder
-from thinkdiff_core.vlm import load_pil_image_processor
+from thinkdiff_core.processors import load_pil_image_processor
 
 from .tasks import ITEMS, Case
 

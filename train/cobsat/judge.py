@@ -31,7 +31,8 @@ from thinkdiff_core.images import open_image
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.devices import compute_device, resolve_dtype
 from thinkdiff_core.hub import transformers_folder
-from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel, load_pil_image_processor
+from thinkdiff_core.processors import load_pil_image_processor
+from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from .tasks import ITEMS, Case, word
 
