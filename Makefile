@@ -11,7 +11,7 @@ PIP_ARGS ?=
 
 .PHONY: demo test
 demo: $(VENV)/.installed-train
-	$(VENV)/bin/python -m train.align --demo
+	$(VENV)/bin/python -m train.demo
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q

@@ -405,6 +405,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def forward_to_demo(args: argparse.Namespace) -> int:
+    """`--demo` is `python -m train.demo`; its two options keep their training-config spelling here."""
+    given = {key[4:]: value for key, value in vars(args).items() if key.startswith("set:")}
+    others = sorted(set(given) - {"run.output_dir", "model.variant"}) + (["config"] if args.config else []) + (
+        ["preset"] if args.preset else [])
+    if others:
+        print(f"error: --demo takes only --run.output_dir and --model.variant (it sets everything else itself); drop "
+              f"{', '.join('--' + name for name in others)}, or run the real recipe without --demo.", file=sys.stderr)
+        return 2
+    from . import demo  # here, not at the top: demo imports this module (its train()), never the other way round
+
+    spelled = {"run.output_dir": "--output", "model.variant": "--variant"}
+    return demo.main([f"{spelled[name]}={value}" for name, value in given.items()])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -414,14 +429,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.demo:
-        from .demo import run_demo
-
-        def demo() -> str:
-            output = vars(args).get("set:run.output_dir")
-            run_demo(Path(output) if output else None, variant=vars(args).get("set:model.variant", "lvlm"))
-            return ""  # the demo prints its own report
-
-        return cfg.run_tool(demo)
+        return forward_to_demo(args)
     if not (args.config or args.preset or any(k.startswith("set:") for k in vars(args))):
         print(NO_CONFIG_HINT, file=sys.stderr)
         return 2

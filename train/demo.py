@@ -1,4 +1,8 @@
-"""`python -m train.align --demo`: the whole ThinkDiff-LVLM recipe on a CPU in a few minutes, offline.
+"""`python -m train.demo`: the whole ThinkDiff-LVLM recipe on a CPU in a few minutes, offline.
+
+    python -m train.demo                              # LVLM recipe, written under runs/demo-<time>/
+    python -m train.demo --variant clip --output runs/my-demo
+    python -m train.align --demo                      # the same, forwarded here
 
 Real ThinkDiff starts from a pretrained VLM (Qwen2-VL) and a pretrained Flan-T5. Nothing can be
 downloaded here, so the demo first makes small stand-ins that know something:
@@ -13,7 +17,7 @@ random split (features of tokens [:s] in, text of tokens [s:] out) against the f
 `train.evaluate` measures both the untrained and the trained aligner on held-out images. The
 targets are the VLM's own sampled answers, right or wrong, exactly as in the paper.
 
-`--demo --model.variant clip` runs the ThinkDiff-CLIP recipe instead: no VLM and no precompute; a
+`--variant clip` (`train.align --demo --model.variant clip`) runs the ThinkDiff-CLIP recipe instead: no VLM and no precompute; a
 tiny BLIP-2 vision tower with random weights (no stand-in can be pre-trained here) reads the images,
 and the aligner learns to make the frozen decoder finish each caption from the image's tokens and
 the T5-encoded caption start. A random tower keeps colours well and shapes poorly (the aligner maps
@@ -22,27 +26,32 @@ each token on its own; the tiny decoder would have to tell shapes from the patch
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import random
+import sys
 import tarfile
 import time
 from pathlib import Path
 
 import torch
 
+from thinkdiff_core.checkpoint import load_aligner
+from thinkdiff_core.cli import run_cli
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.testing.tiny import COLOURS, CORPUS, SHAPES, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
 from thinkdiff_core.vlm import VisionLanguageModel
 
 from . import config as cfg
+from .align import train
 from .config import TrainConfig
 from .decoder import new_aligner
 from .evaluate import ProxyMetrics, content_hits, evaluate, format_examples, held_out_batches
 from .precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
 from .precompute import run as precompute
 from .synthetic import ShapeSample, all_captions, shape_samples, write_image_folder
-from .variants import ClipVariant, training_variant
+from .variants import VARIANTS, ClipVariant, training_variant
 
 TRAIN_IMAGES, HELD_OUT_IMAGES = 384, 96
 VLM_STEPS, T5_STEPS = 200, 300
@@ -170,7 +179,7 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and steady on a shared machine
     output = Path(output or f"runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if output.exists() and any(output.iterdir()):
-        raise FileExistsError(f"{output} is not empty; pick a new --run.output_dir for the demo (or leave it out).")
+        raise FileExistsError(f"{output} is not empty; pick a new --output for the demo (or leave it out).")
     started = time.perf_counter()
 
     def stage(text: str) -> None:
@@ -219,11 +228,7 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
                       show=8, content_words=CONTENT_WORDS)
 
     stage(f"python -m train.align: {config.optim.max_steps} steps of batch {config.data.batch_size}")
-    from .align import train
-
     summary = train(config)
-    from thinkdiff_core.checkpoint import load_aligner
-
     aligner = load_aligner(summary["aligner"], dtype=torch.float32)
     after = evaluate(aligner.module, decoder, eval_batches, torch.device("cpu"), show=8, content_words=CONTENT_WORDS)
     vlm_accuracy = None if clip else vlm_content_accuracy(Path(data["held_out"]))
@@ -239,3 +244,27 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
                      "VLM or FLUX; the official aligners are listed in the README (Model files).",
                      f"total time: {time.perf_counter() - started:.0f} s"]))
     return {"before": before, "after": after, "aligner": summary["aligner"], "output": str(output)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=None,
+                        help="new or empty folder for the images, stand-in models, features and run "
+                             "(default: runs/demo-<time>)")
+    parser.add_argument("--variant", choices=list(VARIANTS), default="lvlm",
+                        help="lvlm: a tiny VLM's generated-token features (~40 s); clip: a tiny BLIP-2 vision tower "
+                             "(~1 minute)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def demo() -> None:
+        run_demo(args.output, variant=args.variant)  # prints its own report
+
+    return run_cli(demo)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -146,3 +146,17 @@ def test_precompute_skips_and_counts_a_picture_of_extreme_aspect_ratio(make_prec
     assert summary["unreadable"] == 1 and summary["images"] == 2
     stats = json.loads((tmp_path / "out" / "000000.stats.json").read_text())
     assert "b_panorama" in stats["skipped_details"][0] and "aspect ratio 300:1" in stats["skipped_details"][0]
+
+
+def test_demo_refuses_options_it_would_ignore(capsys):
+    assert align.main(["--demo", "--optim.lr", "1"]) == 2
+    assert "--optim.lr" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_output_folder_with_files(tmp_path, capsys):
+    from train import demo
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert align.main(["--demo", "--run.output_dir", str(tmp_path)]) == 2
+    assert demo.main(["--output", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "mine.txt").read_text() == "keep me"

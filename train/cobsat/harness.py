@@ -44,12 +44,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from thinkdiff_core.cli import positive_int, run_cli
 from thinkdiff_core.files import check_writable_folder, write_atomic
 from thinkdiff_core.images import open_image, save_image
 from thinkdiff_core.pipeline import (
     FLUX_DEV_ID, METHODS, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
     ThinkDiffPipeline, ThinkDiffRequest,
 )
+from thinkdiff_core.devices import DTYPES
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from .tasks import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
@@ -339,55 +341,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--tasks", nargs="+", type=int, default=list(TASKS), help="task ids 1..10")
     parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS))
-    parser.add_argument("--num-prompts", type=int, default=None, help="first N prompts per task (default 1000)")
+    parser.add_argument("--num-prompts", type=positive_int, default=None, help="first N prompts per task (default 1000)")
     parser.add_argument("--shard", type=int, default=0)
-    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--num-shards", type=positive_int, default=1)
     parser.add_argument("--tiny", action="store_true", help="synthetic dataset + tiny models, offline (smoke run)")
     gen = parser.add_argument_group("generation")
     gen.add_argument("--vlm", default=None, help=f"VLM folder or Hub id (default {QWEN2_VL_ID})")
     gen.add_argument("--aligner", default=None, help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER})")
     gen.add_argument("--flux", default=None, help=f"FLUX folder or Hub id (default {FLUX_DEV_ID})")
-    gen.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    gen.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     gen.add_argument("--device", default=None)
     gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none")
     gen.add_argument("--methods", nargs="+", choices=METHODS, default=["thinkdiff"],
                      help="compared on the same prompts, seeds and VLM answers (see above)")
     gen.add_argument("--text-prompt", default="{word}",
                      help="thinkdiff+text: the text after the aligned answer; {word} is the query word")
-    gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--steps", type=int, default=None, help=f"default {REFERENCE_STEPS}")
+    gen.add_argument("--batch-size", type=positive_int, default=8)
+    gen.add_argument("--seed", type=int, default=GenerationSettings().seed)
+    gen.add_argument("--steps", type=positive_int, default=None, help=f"default {REFERENCE_STEPS}")
     gen.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
-    gen.add_argument("--size", type=int, default=None, help=f"default {REFERENCE_SIZE}")
-    gen.add_argument("--temperature", type=float, default=0.6)
-    gen.add_argument("--top-p", type=float, default=0.9)
-    gen.add_argument("--max-new-tokens", type=int, default=None, help="default 128")
+    gen.add_argument("--size", type=positive_int, default=None, help=f"default {REFERENCE_SIZE}")
+    gen.add_argument("--temperature", type=float, default=GenerationSettings().temperature)
+    gen.add_argument("--top-p", type=float, default=GenerationSettings().top_p)
+    gen.add_argument("--max-new-tokens", type=positive_int, default=None,
+                     help=f"default {GenerationSettings().max_new_tokens}")
     gen.add_argument("--min-new-tokens", type=int, default=None, help="default: --max-new-tokens")
     jud = parser.add_argument_group("judge")
     jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="default llava (qwen with --tiny)")
     jud.add_argument("--judge-model", default=None, help=f"default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID}")
     jud.add_argument("--clip-model", default=None, help=f"CLIP for the similarity metric (default {CLIP_SCORE_ID})")
-    jud.add_argument("--judge-dtype", default=None, choices=["auto", "bf16", "fp16", "fp32"],
+    jud.add_argument("--judge-dtype", default=None, choices=["auto", *DTYPES],
                      help="default fp16 for llava (the benchmark's), --dtype for qwen")
-    jud.add_argument("--judge-batch-size", type=int, default=1,
+    jud.add_argument("--judge-batch-size", type=positive_int, default=1,
                      help="images per judge call (default 1, as the benchmark; see bench/cobsat_judge_batching.py)")
-    jud.add_argument("--judge-max-new-tokens", type=int, default=None, help="default 512 (the benchmark's)")
+    jud.add_argument("--judge-max-new-tokens", type=positive_int, default=None, help="default 512 (the benchmark's)")
     return parser
 
 
 def resolve_defaults(args: argparse.Namespace) -> None:
     """Fill the reference (or tiny) defaults and check the arguments that must agree."""
     tiny = args.tiny
-    args.num_prompts = args.num_prompts or (TINY["num_prompts"] if tiny else 1000)
-    args.steps = args.steps or (TINY["steps"] if tiny else REFERENCE_STEPS)
-    args.size = args.size or (TINY["size"] if tiny else REFERENCE_SIZE)
-    args.max_new_tokens = args.max_new_tokens or (TINY["max_new_tokens"] if tiny else 128)
+    reference = {"num_prompts": 1000, "steps": REFERENCE_STEPS, "size": REFERENCE_SIZE,
+                 "max_new_tokens": GenerationSettings().max_new_tokens, "judge_max_new_tokens": 512}
+    for name, value in (TINY if tiny else reference).items():
+        if getattr(args, name) is None:  # only an option left out; a given value is checked by its argparse type
+            setattr(args, name, value)
     args.min_new_tokens = args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens
     args.judge = args.judge or ("qwen" if tiny else "llava")
-    args.judge_max_new_tokens = args.judge_max_new_tokens or (TINY["judge_max_new_tokens"] if tiny else 512)
-    if args.batch_size < 1 or args.judge_batch_size < 1:
-        raise ValueError(f"--batch-size and --judge-batch-size must be at least 1; got {args.batch_size}, "
-                         f"{args.judge_batch_size}.")
     if not 0 <= args.shard < args.num_shards:
         raise ValueError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards}).")
     given = [f"--{name.replace('_', '-')}" for name in ("vlm", "aligner", "flux", "judge_model", "clip_model")
@@ -508,15 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.tiny:
         torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
-    try:
+
+    def work() -> None:
         with tempfile.TemporaryDirectory(prefix="cobsat-tiny-") as workdir:
             summary = run(args, Path(workdir))
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for key, value in summary.items():
-        print(f"{key}: {value}")
-    return 0
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

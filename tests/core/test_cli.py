@@ -1,0 +1,32 @@
+"""The shared CLI ending: user errors (bad values, files, damaged safetensors) are one `error:` line, exit 2."""
+
+import argparse
+
+import pytest
+from safetensors.torch import load_file
+
+from thinkdiff_core.cli import positive_int, run_cli
+
+
+def test_a_damaged_safetensors_file_is_one_error_line(tmp_path, capsys):
+    broken = tmp_path / "aligner.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert run_cli(lambda: str(load_file(broken))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_unreadable_path_is_one_error_line(tmp_path, capsys):
+    assert run_cli(lambda: (tmp_path / "missing.txt").read_text()) == 2
+    assert "missing.txt" in capsys.readouterr().err
+
+
+def test_a_bug_still_raises():
+    with pytest.raises(KeyError):
+        run_cli(lambda: {}["x"])
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "two"])
+def test_positive_int_refuses(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_int(text)
