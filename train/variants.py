@@ -39,8 +39,8 @@ class LvlmVariant:
     """What the aligner reads, and what to evaluate it with (for error messages)."""
     input_model: ClassVar[str] = "VLM features"
     reference_target_tokens: ClassVar[int] = 128
-    batches_class: ClassVar[type] = LvlmBatches
     """T5 tokens per target in the reference recipe (its `max_txt_len` is 32 for CLIP)."""
+    batches_class: ClassVar[type] = LvlmBatches
 
     @staticmethod
     def load_decoder(decoder: str, vision_encoder: str | None, **kwargs) -> ProxyDecoder:
