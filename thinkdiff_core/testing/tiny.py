@@ -297,6 +297,16 @@ def write_tiny_clip_text(encoder_folder: str | os.PathLike[str], tokenizer_folde
     return encoder_folder, tokenizer_folder
 
 
+def write_clip_preprocessor(folder: Path, size: int) -> None:
+    """A CLIPImageProcessor config at `size` pixels (resize, centre crop, CLIP normalisation), as CLIP and LLaVA ship it."""
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": size, "width": size}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
+        "do_convert_rgb": True,
+    }, indent=2))
+
+
 def write_tiny_clip(folder: str | os.PathLike[str], seed: int = 0) -> Path:
     """A tiny random CLIP (text and vision towers, `CLIPModel`) with `write_tiny_clip_text`'s tokenizer and a
     CLIP image processor at 32 px: the CoBSAT similarity metric's model (`openai/clip-vit-base-patch32`) in small."""
@@ -310,12 +320,7 @@ def write_tiny_clip(folder: str | os.PathLike[str], seed: int = 0) -> Path:
     torch.manual_seed(seed)
     CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
                          projection_dim=text.projection_dim)).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 32},
-        "resample": 3, "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
-        "do_convert_rgb": True,
-    }, indent=2))
+    write_clip_preprocessor(folder, 32)
     return folder
 
 
@@ -420,12 +425,7 @@ def write_tiny_llava(folder: str | os.PathLike[str], seed: int = 0) -> Path:
     model.generation_config.pad_token_id = ids["<pad>"]
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": 28},
-        "resample": 3, "do_center_crop": True, "crop_size": {"height": 28, "width": 28}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": VISION_MEAN, "image_std": VISION_STD,
-        "do_convert_rgb": True,
-    }, indent=2))
+    write_clip_preprocessor(folder, 28)
     (folder / "processor_config.json").write_text(json.dumps({
         "processor_class": "LlavaProcessor", "image_token": "<image>", "patch_size": 14,
         "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1,
