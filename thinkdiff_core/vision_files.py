@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import Blip2Config, Blip2VisionConfig
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .files import safetensors_format, write_safetensors_atomic
+from .files import read_json_object, safetensors_format, write_safetensors_atomic
 from .hub import download_file, model_id_of
 from .tokens import CLIP_RECIPE
 
@@ -144,7 +144,7 @@ def _read_folder(folder: Path, device: torch.device | str | None, dtype: torch.d
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json, so it is not a Hugging Face model folder. Point at the "
                          f"blip2-flan-t5-xxl folder (with config.json and *.safetensors) or a converted vision file.")
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    model_type = read_json_object(folder / "config.json").get("model_type")
     if model_type != BLIP2_MODEL_TYPE:
         raise ValueError(f"{folder.name} is a {model_type!r} model, not BLIP-2 ({BLIP2_MODEL_TYPE!r}). ThinkDiff-CLIP "
                          f"reads the vision tower of Salesforce/blip2-flan-t5-xxl.")

@@ -275,3 +275,13 @@ def test_convert_into_an_unwritable_destination_is_one_error_line(tmp_path, caps
     blocker.write_text("a file where a folder should be")
     assert convert_main(["aligner", str(source), str(blocker / "aligner.safetensors")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_broken_blip2_config_names_the_file(tmp_path):
+    from thinkdiff_core.vision_files import read_vision_weights
+
+    folder = tmp_path / "blip2-flan-t5-xxl"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "blip-2",')
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        read_vision_weights(folder)
