@@ -7,7 +7,8 @@ import json
 import pytest
 
 from tests.nodes.shipped import WORKFLOWS
-from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_official_aligner
+from tests.tiny_files import write_official_aligner
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
 
 
 @pytest.fixture(scope="session")
