@@ -17,7 +17,7 @@ from accelerate import Accelerator  # noqa: E402
 from vlm_capture import timed  # noqa: E402
 
 from thinkdiff_core.testing.tiny import CORPUS, write_tiny_qwen_vl, write_tiny_t5  # noqa: E402
-from train.align import train_step  # noqa: E402
+from train.step import train_step  # noqa: E402
 from train.config import OptimOptions  # noqa: E402
 from train.decoder import ProxyDecoder, decoder_loss  # noqa: E402
 from train.precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig  # noqa: E402

@@ -1,6 +1,6 @@
 """`python -m train.align`: train a ThinkDiff aligner against a frozen T5 decoder (the proxy).
 
-    python -m train.align --demo                               # the whole recipe on a CPU, ~40 s, offline
+    python -m train.demo                                       # the whole recipe on a CPU, about a minute, offline
     python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT
     python -m train.align --preset thinkdiff-clip --data.train "laion/{00000..09999}.tar" --data.eval HELD_OUT_IMAGES
     accelerate launch --multi_gpu --num_processes 8 -m train.align --config my.yaml   # DDP, unchanged code
@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from contextlib import nullcontext
 from pathlib import Path
 from collections.abc import Callable, Iterator
@@ -39,25 +38,21 @@ from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, 
 
 from . import checkpoints
 from . import config as cfg
-from .config import OptimOptions, TrainConfig
+from .config import TrainConfig
 from .data import TrainingStream
-from .decoder import ProxyDecoder, new_aligner, proxy_loss
+from .decoder import ProxyDecoder, new_aligner
 from .evaluate import evaluate, format_examples, held_out_batches
-from .optim import learning_rate, make_optimizer, set_learning_rate
+from .optim import make_optimizer
 from .recipe import IGNORE_INDEX
 from .run_lock import RunLock
+from .step import train_step, weights_crc32
 from .variants import TrainingVariant, training_variant
-
-RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
-                     "data.masking", "data.features", "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
-                     "model.variant", "model.decoder", "model.vision_encoder")
-"""Options that decide the data order or the objective: a resumed run must keep them."""
 
 EXPORT_NAME = "aligner.safetensors"
 
 NO_CONFIG_HINT = (
     "Nothing to train yet. Try:\n"
-    "  python -m train.align --demo        # the whole recipe on this CPU in ~40 s, nothing downloaded\n"
+    "  python -m train.demo                # the whole recipe on this CPU in about a minute, nothing downloaded\n"
     "  python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT\n"
     "  python -m train.align --preset thinkdiff-clip --data.train IMAGE_SHARDS --data.eval HELD_OUT_IMAGES\n"
     "  python -m train.align --config my.yaml\n"
@@ -73,84 +68,11 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
                        log_with="tensorboard" if config.run.tensorboard else None, project_dir=str(output))
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Each step reseeds torch (the decoder's dropout) from (seed, rank, step): a resumed run needs no RNG state."""
-    return zlib.crc32(f"{seed}:{rank}:{step}".encode())
-
-
-def train_step(accelerator: Accelerator, aligner: torch.nn.Module, decoder: ProxyDecoder,
-               optimizer: torch.optim.Optimizer, micro_batches: list[dict], step: int, options: OptimOptions,
-               seed: int) -> tuple[torch.Tensor, float]:
-    """One optimizer step over `micro_batches` (gradient accumulation); returns (mean loss, lr).
-
-    `aligner` is the accelerate-prepared module (DDP across processes; gradients are averaged in its
-    backward hooks, skipped with `no_sync` until the last micro-batch); `optimizer` a plain AdamW.
-    """
-    if decoder.uses_dropout:
-        torch.manual_seed(step_seed(seed, accelerator.process_index, step))
-    lr = learning_rate(step, options)
-    set_learning_rate(optimizer, lr)
-    autocast = accelerator.autocast if accelerator.mixed_precision != "no" else nullcontext
-    # Written out rather than accelerate's `accumulate`: that counts micro-batches through a prepared DataLoader,
-    # and ours is a plain resumable stream; `no_sync` on all but the last micro-batch is the same thing.
-    losses = []
-    for index, batch in enumerate(micro_batches):
-        last = index == len(micro_batches) - 1
-        with nullcontext() if last else accelerator.no_sync(aligner):
-            with autocast():
-                loss, _ = proxy_loss(aligner, decoder, batch, accelerator.device)
-            (loss if len(micro_batches) == 1 else loss / len(micro_batches)).backward()
-        losses.append(loss.detach())
-    if options.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(aligner.parameters(), options.max_grad_norm, foreach=True)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return (losses[0] if len(losses) == 1 else torch.stack(losses).float().mean()), lr
-
-
-def weights_crc32(module: torch.nn.Module) -> int:
-    """A checksum of the exact weights: ranks that stayed in sync agree bit for bit."""
-    crc = 0
-    for name, tensor in sorted(module.state_dict().items()):
-        crc = zlib.crc32(name.encode(), crc)
-        crc = zlib.crc32(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes(), crc)
-    return crc
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def _check_resume(saved: dict[str, Any], config: TrainConfig, world_size: int) -> list[str]:
-    """Refuse a resume that would change the data order; list the harmless changes."""
-    before, now = _flat(saved["config"]), _flat(cfg.to_dict(config))
-    # an option newer than the checkpoint is absent from its config: it had the default then, as it has now
-    broken = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if k in before and before[k] != now[k]]
-    if saved["world_size"] != world_size:
-        broken.append(f"number of processes: {saved['world_size']} -> {world_size}")
-    if broken:
-        raise ValueError("Cannot resume exactly: these settings differ from the checkpoint's and decide the data order "
-                         f"or the objective: {'; '.join(broken)}. Resume with the original settings, or start a new run "
-                         "in another run.output_dir.")
-    return [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in now if k != "run.resume" and before.get(k) != now[k]]
-
-
 def _validate(config: TrainConfig) -> None:
     training_variant(config.model.variant)
     if not config.data.train:
         raise ValueError("data.train is empty: give the feature shards written by `python -m train.precompute` "
                          "(LVLM), or image-caption shards / a folder with captions.jsonl (CLIP).")
-    for name in ("data.batch_size", "optim.grad_accum", "optim.max_steps", "data.max_split", "data.max_prefix_tokens",
-                 "data.max_target_tokens"):
-        section, key = name.split(".")
-        if getattr(getattr(config, section), key) < 1:
-            raise ValueError(f"{name} must be at least 1.")
 
 
 def standalone_copy(aligner: torch.nn.Module) -> torch.nn.Module:
@@ -262,7 +184,7 @@ def prepare(config: TrainConfig) -> Run:
     step, consumed = 0, 0
     if config.run.resume:
         previous, loaded, trainer = checkpoints.load_latest_intact(output, log)
-        for change in _check_resume(trainer, config, world):
+        for change in checkpoints.check_resume(trainer, cfg.to_dict(config), world):
             log(f"note: changed since the checkpoint: {change}")
         aligner.load_state_dict(loaded.module.state_dict())
         optimizer.load_state_dict(trainer["optimizer"])
@@ -274,7 +196,7 @@ def prepare(config: TrainConfig) -> Run:
         (output / "config.yaml").write_text(cfg.dump_yaml(config))
     aligner = accelerator.prepare(aligner)
     if config.run.tensorboard:
-        accelerator.init_trackers("tensorboard", config={k: str(v) for k, v in _flat(cfg.to_dict(config)).items()})
+        accelerator.init_trackers("tensorboard", config={k: str(v) for k, v in cfg.flatten(cfg.to_dict(config)).items()})
 
     stream = TrainingStream(shards, batches.decode, batches.usable, batches, config.data.batch_size, config.run.seed,
                             rank, world, config.data.shuffle_buffer, skip_batches=consumed, read=batches.read)

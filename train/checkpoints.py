@@ -19,6 +19,8 @@ import torch
 
 from thinkdiff_core.checkpoint import LoadedAligner, load_aligner, save_aligner
 
+from . import config as cfg
+
 CHECKPOINTS = "checkpoints"
 NAME = re.compile(r"^step-(\d{8})$")
 
@@ -79,3 +81,23 @@ def load_latest_intact(output_dir: str | Path, log: Callable[[str], None]) -> tu
             log(f"note: checkpoint {path} is damaged ({reason}); trying the one before it")
     raise ValueError(f"--resume: none of the {len(found)} checkpoint(s) in {Path(output_dir) / CHECKPOINTS} can be read. "
                      f"Delete the damaged step-* folders and start again without --resume.")
+
+
+RESUME_MUST_MATCH = ("data.train", "data.batch_size", "data.num_workers", "data.shuffle_buffer", "data.max_split",
+                     "data.masking", "data.features", "data.max_prefix_tokens", "data.max_target_tokens", "optim.grad_accum", "run.seed",
+                     "model.variant", "model.decoder", "model.vision_encoder")
+"""Options that decide the data order or the objective: a resumed run must keep them."""
+
+
+def check_resume(saved: dict[str, Any], config: dict[str, Any], world_size: int) -> list[str]:
+    """Refuse a resume that would change the data order; list the harmless changes."""
+    before, now = cfg.flatten(saved["config"]), cfg.flatten(config)
+    # an option newer than the checkpoint is absent from its config: it had the default then, as it has now
+    broken = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if k in before and before[k] != now[k]]
+    if saved["world_size"] != world_size:
+        broken.append(f"number of processes: {saved['world_size']} -> {world_size}")
+    if broken:
+        raise ValueError("Cannot resume exactly: these settings differ from the checkpoint's and decide the data order "
+                         f"or the objective: {'; '.join(broken)}. Resume with the original settings, or start a new run "
+                         "in another run.output_dir.")
+    return [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in now if k != "run.resume" and before.get(k) != now[k]]

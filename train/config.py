@@ -215,6 +215,17 @@ def resolve(cls: type[Config], args: argparse.Namespace) -> Config:
     return merge(config, overrides) if overrides else config
 
 
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"section.key": value} of a nested options dict (resume checks and TensorBoard take options flat)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def dump_yaml(config: Any) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 

@@ -18,7 +18,8 @@ from thinkdiff_core.checkpoint import is_aligner_file, load_aligner
 from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
 from thinkdiff_core.tokens import CLIP_RECIPE
 from thinkdiff_core.variants import check_parts
-from train.align import train, train_step
+from train.align import train
+from train.step import train_step
 from train.config import OptimOptions
 from train.data import CaptionedImage, TrainingStream, decode_captioned_image, image_units
 from train.decoder import decoder_loss, encoder_states, new_aligner, proxy_loss

@@ -9,14 +9,6 @@ from train.align import NO_CONFIG_HINT, build_parser, main
 from train.config import TrainConfig
 
 
-def flat(values, prefix=""):
-    """{"section.key": value} of a nested options dict."""
-    out = {}
-    for key, value in values.items():
-        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return out
-
-
 def leaf_names(values, prefix=""):
     for key, value in values.items():
         if isinstance(value, dict):
@@ -36,7 +28,7 @@ def test_presets_list_every_option_and_match_the_reference():
     for name in cfg.presets():
         preset = cfg.read_preset(name)
         loaded = cfg.to_dict(cfg.from_dict(TrainConfig, preset))  # loads without unknown keys, every value kept
-        assert {k: v for k, v in flat(loaded).items() if k in flat(preset)} == flat(preset), name
+        assert {k: v for k, v in cfg.flatten(loaded).items() if k in cfg.flatten(preset)} == cfg.flatten(preset), name
     lvlm = cfg.merge(TrainConfig(), cfg.read_preset("thinkdiff-lvlm"))
     assert set(leaf_names(cfg.read_preset("thinkdiff-lvlm"))) == set(leaf_names(cfg.to_dict(TrainConfig())))
     assert (lvlm.optim.lr, lvlm.optim.warmup_lr, lvlm.optim.min_lr, lvlm.optim.warmup_steps) == (1e-4, 1e-6, 8e-5, 2000)
@@ -74,8 +66,8 @@ def test_bad_values_name_the_option(tmp_path):
 
 def test_no_config_prints_the_demo_hint(capsys):
     assert main([]) == 2
-    assert "--demo" in capsys.readouterr().err
-    assert "python -m train.align --demo" in NO_CONFIG_HINT
+    assert "python -m train.demo" in capsys.readouterr().err
+    assert "python -m train.demo" in NO_CONFIG_HINT
 
 
 def test_clip_preset_names_missing_data(capsys):

@@ -5,7 +5,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from train.align import weights_crc32
+from train.step import weights_crc32
 from thinkdiff_core.checkpoint import KEY_PREFIX, load_aligner
 
 

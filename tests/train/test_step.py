@@ -7,7 +7,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from train.align import train_step
+from train.step import train_step
 from train.config import OptimOptions
 from train.data import decode_feature_sample, expand_shards, tar_samples
 from train.decoder import load_decoder, new_aligner, proxy_loss
