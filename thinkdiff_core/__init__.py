@@ -12,6 +12,10 @@ Imports no ComfyUI module. The public pieces:
   this package never imports diffusers
 """
 
+from .quiet import drop_harmless_notices
+
+drop_harmless_notices()  # before transformers is imported: it imports torchao, which speaks at import
+
 from .aligner import T5_HIDDEN_SIZE, Aligner, T5RMSNorm
 from .checkpoint import AlignerInfo, LoadedAligner, convert_official, load_aligner, save_aligner
 from .conditioning import MODES, TARGETS, merge_conditioning

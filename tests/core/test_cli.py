@@ -30,3 +30,21 @@ def test_a_bug_still_raises():
 def test_positive_int_refuses(text):
     with pytest.raises(argparse.ArgumentTypeError):
         positive_int(text)
+
+
+def test_import_notices_known_to_be_harmless_are_not_printed():
+    """torchao, torch, transformers and diffusers print these on a CPU machine without torchvision; the CLIs do not."""
+    import subprocess
+    import sys
+
+    from thinkdiff_core.quiet import HARMLESS
+
+    code = ("import thinkdiff_core, transformers, diffusers, torchao, bitsandbytes; "
+            "from transformers import CLIPImageProcessor; from diffusers import FluxPipeline")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name, pattern in HARMLESS.items():
+        assert not any(pattern.search(line) for line in result.stderr.splitlines()), (name, result.stderr)
+    unquieted = subprocess.run([sys.executable, "-c", code.replace("thinkdiff_core, ", "")], capture_output=True,
+                               text=True, timeout=300)
+    assert any(pattern.search(unquieted.stderr) for pattern in HARMLESS.values()), "the notices no longer appear"
