@@ -3,16 +3,14 @@
 The opt-in suite (tests/comfyui/) loads the same files into the real frontend and runs them.
 """
 
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.nodes.shipped import REPO, WORKFLOWS
 from tests.nodes.widgets import NODES
 from thinkdiff_core import build_prompt, parse_words
 
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 TARGET_WORKFLOWS = {
     # workflow: (the Conditioning node's mode and target, the text-encoder loader and its `type` widget or None)
     "thinkdiff_lvlm_chroma": ("replace", "chroma", "CLIPLoader", "chroma"),
