@@ -32,6 +32,7 @@ import datetime
 import json
 import math
 import random
+import shlex
 import sys
 import tarfile
 import time
@@ -269,6 +270,7 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
     vlm_accuracy = None if clip else vlm_content_accuracy(Path(data["held_out"]))
     stage("done")
     module = aligner.module
+    command = drawing_command(output, summary["aligner"], clip)
     marks = "(= the greedy decode equals the target; x it does not)"
     print("\n".join(["", *_table(before, after, vlm_accuracy), "", f"untrained aligner, greedy decodes {marks}:",
                      *format_examples(before.examples, seen=batches.SEEN), "", f"trained aligner, greedy decodes {marks}:",
@@ -277,8 +279,21 @@ def run_demo(output: Path | None = None, train_images: int = TRAIN_IMAGES, held_
                      f"{module.output_size}; load it with thinkdiff_core.load_aligner or the ComfyUI nodes)",
                      f"This aligner fits only the demo's tiny stand-ins ({output / 'models'}): its sizes match no real "
                      "VLM or FLUX; the official aligners are listed in the README (Model files).",
+                     "Draw a picture with it (a tiny random FLUX, so the picture is noise; the VLM's answer is "
+                     "printed):", f"  {command}",
                      f"total time: {time.perf_counter() - started:.0f} s"]))
-    return {"before": before, "after": after, "aligner": summary["aligner"], "output": str(output)}
+    return {"before": before, "after": after, "aligner": summary["aligner"], "output": str(output), "command": command,
+            "vlm_accuracy": vlm_accuracy}
+
+
+def drawing_command(output: Path, aligner: str, clip: bool) -> str:
+    """`thinkdiff_core.generate --tiny` with the demo's own stand-in and aligner, on its first held-out picture."""
+    image = next(iter(sorted((output / "images" / "held_out").glob("*.png"))))
+    models = (["--variant", "clip", "--vision-encoder", output / "models" / "tiny-blip2"] if clip else
+              ["--vlm", output / "models" / "tiny-qwen2-vl", "--preset", "custom", "--instruction", BRIEF_INSTRUCTIONS[0]])
+    words = ["python", "-m", "thinkdiff_core.generate", "--tiny", *models, "--aligner", aligner, "--image", image,
+             "--out", output / "picture.png"]
+    return shlex.join(map(str, words))
 
 
 def build_parser() -> argparse.ArgumentParser:
