@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--vision-encoder", default=None,
                         help=f"CLIP: BLIP-2 folder, converted vision file or Hub id (default {BLIP2_HUB_ID})")
     models.add_argument("--flux", default=None, help=f"FLUX diffusers folder or Hub id (default {FLUX_DEV_ID})")
-    models.add_argument("--tiny", action="store_true", help="build tiny random models offline (CPU smoke run)")
+    models.add_argument("--tiny", action="store_true", help="build tiny random models offline (CPU smoke run); --vlm, --vision-encoder and --aligner may "
+                             "name tiny ones of your own instead, such as python -m train.demo's")
     models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                         help="what FLUX and the aligner compute in (auto: bf16 on a GPU, fp32 on the CPU)")
     models.add_argument("--vlm-precision", default=None, choices=PRECISIONS,
@@ -110,13 +111,14 @@ def check_output(path: Path, overwrite: bool) -> Path:
 def model_parts(args: argparse.Namespace, workdir: Path) -> dict:
     """`from_pretrained`'s model arguments, with the aligner loaded (it is small and decides the variant)."""
     if args.tiny:
-        given = [f"--{name.replace('_', '-')}" for name in ("vlm", "aligner", "flux", "vision_encoder")
-                 if getattr(args, name) is not None]
-        if given:
-            raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
+        if args.flux is not None:
+            raise ValueError("--tiny builds its own FLUX; drop --flux or drop --tiny.")
         from .testing.tiny_pipeline import write_tiny_thinkdiff, write_tiny_thinkdiff_clip
 
         paths = (write_tiny_thinkdiff_clip if args.variant == "clip" else write_tiny_thinkdiff)(workdir)
+        # tiny models of one's own (train.demo's) replace the random ones; their aligner fits the tiny FLUX
+        paths.update({name: getattr(args, name) for name in ("vlm", "vision_encoder", "aligner")
+                      if getattr(args, name) is not None})
         return {**paths, "aligner": load_aligner(paths["aligner"])}
     aligner: LoadedAligner = load_aligner(resolve_aligner_file(args.aligner or OFFICIAL_ALIGNERS[args.variant or "lvlm"]))
     variant = aligner.info.variant

@@ -37,7 +37,7 @@ def comfy_base(tmp_path_factory) -> Path:
     """ComfyUI's base directory: custom_nodes (this pack + the stand-in node) and models. No input/ folder: the
     pack copies the workflows' shipped pictures there on start, as on a user's first start."""
     from safetensors.torch import save_file
-    from stand_ins import write_stand_in_node, write_taef1, write_tiny_flux
+    from stand_ins import write_stand_in_node, write_taef1, write_tiny_chroma, write_tiny_flux, write_tiny_sd35
 
     from tests.tiny_files import write_official_aligner
     from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
@@ -62,7 +62,12 @@ def comfy_base(tmp_path_factory) -> Path:
     write_official_aligner(models / "thinkdiff" / "thinkdiff_clip.pth", input_size=TINY_BLIP2_VISION_WIDTH, variant="clip",
                            seed=2)  # reads the tiny tower's 32-wide tokens
     write_tiny_flux(models / "diffusion_models" / "flux1-dev.safetensors", context_width=4096)
+    # FLUX.1 Kontext [dev] ships in the FLUX.1-dev key layout (ComfyUI detects it as FLUX; ReferenceLatent does the rest)
+    (models / "diffusion_models" / "flux1-kontext-dev.safetensors").symlink_to("flux1-dev.safetensors")
     write_taef1(models / "vae_approx")
+    write_taef1(models / "vae_approx", seed=2, name="taesd3")
+    write_tiny_chroma(models / "diffusion_models" / "Chroma1-HD.safetensors")
+    write_tiny_sd35(models / "checkpoints" / "sd3.5_large.safetensors")
     (base / "extra_model_paths.yaml").write_text(f"thinkdiff_suite:\n    base_path: {base}\n    LLM: shared_llm\n")
     return base
 

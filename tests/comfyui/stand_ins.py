@@ -4,12 +4,24 @@
   model detection fixes hidden size 3072 / 24 heads, so this is the smallest FLUX its UNETLoader
   accepts (~545 M parameters, ~1.1 GB in bf16); `guidance_in` makes it a "dev" model, and
   `txt_in.weight`'s width is the text width it reads (4096 like T5-XXL, what the aligner writes).
-- TAEF1: the tiny FLUX autoencoder's encoder/decoder files (models/vae_approx/), so VAELoader offers
-  "taef1". Every tensor gets explicit random values (ComfyUI leaves missing ones uninitialised).
+- Chroma: the FLUX block layout without the per-block modulation (Chroma computes it in its
+  `distilled_guidance_layer`, 5 layers 5120 wide, fixed by detection) and with no `vector_in`/`time_in`/
+  `guidance_in`; 1+1 blocks, ~631 M parameters (~1.3 GB in bf16), the smallest ComfyUI detects as Chroma.
+- FLUX.1 Kontext [dev] is published in the FLUX.1-dev key layout: the same stand-in file, under its name.
+- SD3.5: an MMDiT checkpoint in Stability's key layout (`model.diffusion_model.joint_blocks...`, RMS q/k
+  norms as SD3.5 has), depth 2. Detection reads the hidden size as 64 x depth, so this is 128 wide with
+  2 heads (~3 M parameters without the 192x192 position table); `context_embedder` reads 4096-wide
+  text and `y_embedder` the 2048-wide pooled CLIP-L+G vector. It holds no VAE (the real file does):
+  the suite decodes with TAESD3, like TAEF1 for FLUX.
+- TAEF1 / TAESD3: the tiny FLUX / SD3 autoencoders' encoder/decoder files (models/vae_approx/), so
+  VAELoader offers "taef1" and "taesd3". Every tensor gets explicit random values (ComfyUI leaves
+  missing ones uninitialised).
 - The official ThinkDiff `.pth` layout: `tests/tiny_files.py` (`write_official_aligner`).
 - BLIP-2: `thinkdiff_core.testing.tiny.write_tiny_blip2`, a tiny folder in the blip2-flan-t5-xxl layout.
-- A test-only custom node standing in for ComfyUI's FLUX text encoder (whose loader always builds a
-  full-size T5-XXL, too big for the test machines): it outputs conditioning of the FLUX shape.
+- A test-only custom node standing in for ComfyUI's T5-XXL text encoders (whose loaders always build a
+  full-size T5-XXL, too big for the test machines): it outputs conditioning of the shape each loader
+  gives (`layout`): FLUX (256 x 4096 and pooled CLIP-L 768), SD3 (77 CLIP-L+G tokens zero-padded from
+  2048 to 4096, then 256 T5 tokens; pooled 2048) or T5 only (Chroma, LTX-Video: 256 x 4096 and a mask).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ FLUX_MLP = 4 * FLUX_HIDDEN
 FLUX_HEAD_DIM = 128
 FLUX_LATENT_CHANNELS = 16
 CLIP_POOLED_WIDTH = 768
+SD3_POOLED_WIDTH = 2048  # CLIP-L 768 + CLIP-G 1280
 
 
 def flux_shapes(context_width: int = 4096, double_blocks: int = 1, single_blocks: int = 1) -> dict[str, tuple[int, ...]]:
@@ -62,12 +75,79 @@ def flux_shapes(context_width: int = 4096, double_blocks: int = 1, single_blocks
     return shapes
 
 
+CHROMA_APPROXIMATOR_WIDTH = 5120
+CHROMA_APPROXIMATOR_LAYERS = 5
+
+
+def chroma_shapes(double_blocks: int = 1, single_blocks: int = 1) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Chroma checkpoint (lodestones' layout) with the given depth."""
+    dropped = ("_mod.lin.", "modulation.lin.", "vector_in.", "time_in.", "guidance_in.", "final_layer.adaLN_modulation.")
+    shapes = {name: shape for name, shape in flux_shapes(4096, double_blocks, single_blocks).items()
+              if not any(part in name for part in dropped)}
+    width, prefix = CHROMA_APPROXIMATOR_WIDTH, "distilled_guidance_layer"
+    shapes[f"{prefix}.in_proj.weight"], shapes[f"{prefix}.in_proj.bias"] = (width, 64), (width,)
+    for layer in range(CHROMA_APPROXIMATOR_LAYERS):
+        for name in ("in_layer", "out_layer"):
+            shapes[f"{prefix}.layers.{layer}.{name}.weight"] = (width, width)
+            shapes[f"{prefix}.layers.{layer}.{name}.bias"] = (width,)
+        shapes[f"{prefix}.norms.{layer}.scale"] = (width,)
+    shapes[f"{prefix}.out_proj.weight"], shapes[f"{prefix}.out_proj.bias"] = (FLUX_HIDDEN, width), (FLUX_HIDDEN,)
+    return shapes
+
+
+def write_tiny_chroma(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_random(chroma_shapes(), seed, torch.bfloat16), str(path))
+    return path
+
+
+def sd3_shapes(depth: int = 2, context_width: int = 4096, pos_embed_max_size: int = 192) -> dict[str, tuple[int, ...]]:
+    """Tensor names (without `model.diffusion_model.`) and shapes of an SD3.5 MMDiT with `depth` joint blocks."""
+    h, head_dim, channels, patch = 64 * depth, 64, FLUX_LATENT_CHANNELS, 2
+    shapes: dict[str, tuple[int, ...]] = {"pos_embed": (1, pos_embed_max_size ** 2, h)}
+
+    def linear(name: str, out_features: int, in_features: int) -> None:
+        shapes[f"{name}.weight"] = (out_features, in_features)
+        shapes[f"{name}.bias"] = (out_features,)
+
+    shapes["x_embedder.proj.weight"] = (h, channels, patch, patch)
+    shapes["x_embedder.proj.bias"] = (h,)
+    for embedder, width in (("t_embedder", 256), ("y_embedder", SD3_POOLED_WIDTH)):
+        linear(f"{embedder}.mlp.0", h, width)
+        linear(f"{embedder}.mlp.2", h, h)
+    linear("context_embedder", h, context_width)
+    for block in range(depth):
+        for stream in ("context_block", "x_block"):
+            prefix = f"joint_blocks.{block}.{stream}"
+            last_context = stream == "context_block" and block == depth - 1  # "pre_only": no output projection, no MLP
+            linear(f"{prefix}.attn.qkv", 3 * h, h)
+            shapes[f"{prefix}.attn.ln_q.weight"] = (head_dim,)
+            shapes[f"{prefix}.attn.ln_k.weight"] = (head_dim,)
+            linear(f"{prefix}.adaLN_modulation.1", (2 if last_context else 6) * h, h)
+            if not last_context:
+                linear(f"{prefix}.attn.proj", h, h)
+                linear(f"{prefix}.mlp.fc1", 4 * h, h)
+                linear(f"{prefix}.mlp.fc2", h, 4 * h)
+    linear("final_layer.linear", patch * patch * channels, h)
+    linear("final_layer.adaLN_modulation.1", 2 * h, h)
+    return shapes
+
+
+def write_tiny_sd35(path: Path, seed: int = 0) -> Path:
+    """A checkpoint (models/checkpoints/) holding only the MMDiT, under the prefix ComfyUI's loader reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = _random(sd3_shapes(), seed, torch.float16)
+    tensors["pos_embed"] = tensors["pos_embed"] * 0.1
+    save_file({f"model.diffusion_model.{name}": tensor for name, tensor in tensors.items()}, str(path))
+    return path
+
+
 def _random(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Small random weights, zero biases, unit norm scales: finite activations through every block."""
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, shape in shapes.items():
-        if name.endswith(".scale"):
+        if name.endswith((".scale", ".ln_q.weight", ".ln_k.weight")):
             tensors[name] = torch.ones(shape, dtype=dtype)
         elif name.endswith(".bias"):
             tensors[name] = torch.zeros(shape, dtype=dtype)
@@ -115,18 +195,19 @@ def taesd_shapes(latent_channels: int = FLUX_LATENT_CHANNELS) -> tuple[dict, dic
     return encoder, decoder
 
 
-def write_taef1(folder: Path, seed: int = 0) -> Path:
-    """models/vae_approx/taef1_encoder.safetensors and taef1_decoder.safetensors."""
+def write_taef1(folder: Path, seed: int = 0, name: str = "taef1") -> Path:
+    """models/vae_approx/{name}_encoder.safetensors and {name}_decoder.safetensors (taef1, or taesd3: the same
+    16-channel layout)."""
     folder.mkdir(parents=True, exist_ok=True)
     encoder, decoder = taesd_shapes()
-    save_file(_random(encoder, seed, torch.float32), str(folder / "taef1_encoder.safetensors"))
-    save_file(_random(decoder, seed + 1, torch.float32), str(folder / "taef1_decoder.safetensors"))
+    save_file(_random(encoder, seed, torch.float32), str(folder / f"{name}_encoder.safetensors"))
+    save_file(_random(decoder, seed + 1, torch.float32), str(folder / f"{name}_decoder.safetensors"))
     return folder
 
 
 STAND_IN_NODE_ID = "ThinkDiffTestStandInTextEncode"
 
-STAND_IN_NODE_SOURCE = f'''"""Test-only: stands in for CLIPTextEncode + DualCLIPLoader(flux) with FLUX-shaped conditioning.
+STAND_IN_NODE_SOURCE = f'''"""Test-only: stands in for CLIPTextEncode + a T5-XXL text-encoder loader with conditioning of its shape.
 
 Written by the ThinkDiff opt-in test suite into a temporary custom_nodes folder; never shipped.
 """
@@ -138,16 +219,26 @@ import torch
 class StandInTextEncode:
     @classmethod
     def INPUT_TYPES(cls):
-        return {{"required": {{"text": ("STRING", {{"multiline": True}}), "width": ("INT", {{"default": 4096, "min": 1, "max": 8192}})}}}}
+        return {{"required": {{"text": ("STRING", {{"multiline": True}}), "width": ("INT", {{"default": 4096, "min": 1, "max": 8192}}),
+                              "layout": (["flux", "sd3", "t5"], {{"default": "flux"}})}}}}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "encode"
     CATEGORY = "testing"
 
-    def encode(self, text, width):
+    def encode(self, text, width, layout="flux"):
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
         generator = torch.Generator().manual_seed(seed)
         cond = torch.randn(1, 256, width, generator=generator) * 0.1
+        if layout == "t5":  # Chroma / LTX-Video: T5 only, a mask over the real tokens, no pooled vector
+            mask = torch.zeros(1, 256)
+            mask[:, :1 + len(text.split())] = 1
+            return ([[cond, {{"pooled_output": None, "attention_mask": mask}}]],)
+        if layout == "sd3":  # 77 CLIP-L+G tokens (2048 wide, zero-padded to the T5 width), then T5
+            clip = torch.zeros(1, 77, width)
+            clip[:, :, :2048] = torch.randn(1, 77, 2048, generator=generator) * 0.1
+            pooled = torch.randn(1, {SD3_POOLED_WIDTH}, generator=generator) * 0.1
+            return ([[torch.cat([clip, cond], 1), {{"pooled_output": pooled}}]],)
         pooled = torch.randn(1, {CLIP_POOLED_WIDTH}, generator=generator) * 0.1
         return ([[cond, {{"pooled_output": pooled}}]],)
 

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.comfyui
 OURS = ("ThinkDiffVLMLoader", "ThinkDiffAlignerLoader", "ThinkDiffReason", "ThinkDiffConditioning",
         "ThinkDiffVisionLoader", "ThinkDiffVisionEncode")
 WORKFLOW_NAMES = ["thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose", "thinkdiff_lvlm_vs_text", "thinkdiff_clip_compose",
-                  "thinkdiff_clip_image_text"]
+                  "thinkdiff_clip_image_text", "thinkdiff_lvlm_chroma", "thinkdiff_clip_sd35", "thinkdiff_clip_ltxv_video",
+                  "thinkdiff_lvlm_ltxv_video", "thinkdiff_lvlm_kontext_edit"]
 
 
 def node_ids(prompt: dict, class_type: str) -> list[str]:
@@ -48,21 +49,42 @@ def the_id(prompt: dict, class_type: str) -> str:
     return node_id
 
 
+TEXT_LAYOUTS = {"DualCLIPLoader": "flux", "TripleCLIPLoader": "sd3", "CLIPLoader": "t5"}
+"""The stand-in node's conditioning shape for each text-encoder loader it replaces."""
+STAND_IN_VAES = {"sd3.5_large.safetensors": "taesd3"}
+"""The tiny autoencoder decoding for a checkpoint whose stand-in holds no VAE."""
+
+
 def on_stand_ins(prompt: dict) -> dict:
-    """The converted workflow with ComfyUI's FLUX text encoding swapped for the stand-in, TAEF1, 64x64, 3 steps."""
+    """The converted workflow with ComfyUI's text encoding swapped for the stand-in (the shape its loader gives),
+    TAEF1 (TAESD3 for the SD3.5 checkpoint's own VAE), 64x64 (Kontext's picture scaled by core ImageScale instead of
+    FluxKontextImageScale), 3 steps."""
     prompt = copy.deepcopy(prompt)
     for node_id, node in list(prompt.items()):
         inputs = node["inputs"]
         if node["class_type"] == "CLIPTextEncode":
-            prompt[node_id] = {"class_type": STAND_IN_NODE_ID, "inputs": {"text": inputs["text"], "width": 4096}}
-        elif node["class_type"] == "DualCLIPLoader":
+            layout = TEXT_LAYOUTS[prompt[inputs["clip"][0]]["class_type"]]
+            prompt[node_id] = {"class_type": STAND_IN_NODE_ID, "inputs": {"text": inputs["text"], "width": 4096, "layout": layout}}
+    for node_id, node in list(prompt.items()):
+        inputs = node["inputs"]
+        if node["class_type"] in TEXT_LAYOUTS:
             del prompt[node_id]
         elif node["class_type"] == "VAELoader":
             inputs["vae_name"] = "taef1"
-        elif node["class_type"] == "EmptySD3LatentImage":
+        elif node["class_type"] in ("EmptySD3LatentImage", "EmptyLTXVLatentVideo"):
             inputs.update(width=64, height=64)
         elif node["class_type"] == "KSampler":
             inputs["steps"] = 3
+        elif node["class_type"] == "FluxKontextImageScale":  # Kontext's ~1 MP picture: too slow on CPU
+            prompt[node_id] = {"class_type": "ImageScale", "inputs": {
+                "image": inputs["image"], "upscale_method": "bilinear", "width": 64, "height": 64, "crop": "disabled"}}
+        elif node["class_type"] == "CheckpointLoaderSimple" and inputs["ckpt_name"] in STAND_IN_VAES:
+            vae_id = f"{node_id}_vae"
+            prompt[vae_id] = {"class_type": "VAELoader", "inputs": {"vae_name": STAND_IN_VAES[inputs["ckpt_name"]]}}
+            for other in prompt.values():
+                for name, value in other["inputs"].items():
+                    if value == [node_id, 2]:
+                        other["inputs"][name] = [vae_id, 0]
     for node in prompt.values():
         for value in node["inputs"].values():
             assert not isinstance(value, list) or value[0] in prompt, f"dangling link after the swap: {node}"
@@ -391,3 +413,85 @@ def test_cancel_interrupts_the_reason_node_between_tokens(server, api_workflows)
     assert "execution_interrupted" in status_messages(entry)
     assert server.get("/system_stats")["system"]["comfyui_version"]
     print(f"\ncancel: interrupted ThinkDiffReason after {max(values)} of 2000 tokens (progress per token)")
+
+
+def test_the_kontext_workflow_edits_the_picture_by_the_vlm_answer(server, api_workflows):
+    """FLUX.1 Kontext: the stand-in FLUX file under the Kontext name (the same key layout), the picture through
+    VAEEncode -> ReferenceLatent on the base conditioning, our Conditioning replacing its T5 tokens; the run saves a
+    PNG. Another picture into VAEEncode (the VLM's answer cached, the same seed; at denoise 1 the sampler's start
+    latent is pure noise) gives another image: the reference latent reached the model through our node."""
+    import time
+
+    prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_kontext_edit"])
+    condition = prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]
+    assert (condition["mode"], condition["target"]) == ("replace", "flux_kontext")
+    assert prompt[the_id(prompt, "UNETLoader")]["inputs"]["unet_name"] == "flux1-kontext-dev.safetensors"
+    started = time.monotonic()
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
+    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+        first = image.tobytes()
+        assert max(hi - lo for lo, hi in image.getextrema()) > 0, "a flat image: the sampler produced no signal"
+    seconds = time.monotonic() - started
+    assert entry["outputs"][the_id(prompt, "ThinkDiffReason")]["text"][0]
+    # Same reasoning (the Reason node keeps its picture), another reference picture: the edit changes with it.
+    other = "thinkdiff_red_car.png"
+    scaled = prompt[the_id(prompt, "ImageScale")]["inputs"]
+    prompt[f"{the_id(prompt, 'ImageScale')}_picture"] = {"class_type": "LoadImage", "inputs": {"image": other}}
+    scaled["image"] = [f"{the_id(prompt, 'ImageScale')}_picture", 0]
+    _, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    assert the_id(prompt, "ThinkDiffReason") in status_messages(entry)["execution_cached"]["nodes"]
+    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
+    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.tobytes() != first
+    print(f"\nkontext edit: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
+
+
+def test_the_sd35_workflow_runs_to_a_saved_png(server, api_workflows):
+    """SD3.5: the tiny MMDiT checkpoint under the official name, detected by ComfyUI as SD3 (ModelSamplingSD3 and
+    KSampler with real CFG); the pictures' aligned tokens go into the T5 segment before the prompt's own, the
+    77-token CLIP-L+G segment and the 2048-wide pooled vector kept."""
+    import time
+
+    prompt = on_stand_ins(api_workflows["thinkdiff_clip_sd35"])
+    condition = prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]
+    assert (condition["mode"], condition["target"]) == ("prepend", "sd3")
+    log_before = len(server.log())
+    started = time.monotonic()
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    seconds = time.monotonic() - started
+    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
+    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+        assert max(hi - lo for lo, hi in image.getextrema()) > 0, "a flat image: the sampler produced no signal"
+    log = server.log()[log_before:]
+    assert "model_type FLOW" in log and "Requested to load SD3" in log, log[-2000:]
+    assert "unet missing" not in log and "unet unexpected" not in log
+    print(f"\nsd3.5: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
+
+
+def test_the_chroma_workflow_runs_to_a_saved_png(server, api_workflows):
+    """Chroma: the 1+1-block stand-in under the official name, detected by ComfyUI as Chroma; the VLM's aligned
+    answer is the whole T5 prompt (replace on the masked, T5-only base), real CFG against a negative prompt."""
+    import time
+
+    prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_chroma"])
+    condition = prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]
+    assert (condition["mode"], condition["target"]) == ("replace", "chroma")
+    log_before = len(server.log())
+    started = time.monotonic()
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    seconds = time.monotonic() - started
+    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
+    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+        assert max(hi - lo for lo, hi in image.getextrema()) > 0, "a flat image: the sampler produced no signal"
+    log = server.log()[log_before:]
+    assert "Requested to load Chroma" in log, log[-2000:]
+    assert "unet missing" not in log and "unet unexpected" not in log
+    print(f"\nchroma: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")

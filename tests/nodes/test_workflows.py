@@ -10,8 +10,18 @@ from PIL import Image
 from tests.nodes.shipped import REPO, WORKFLOWS
 from tests.nodes.widgets import NODES
 from thinkdiff_core import build_prompt, parse_words
-LVLM_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_lvlm")]
-CLIP_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_clip")]
+
+TARGET_WORKFLOWS = {
+    # workflow: (the Conditioning node's mode and target, the text-encoder loader and its `type` widget or None)
+    "thinkdiff_lvlm_chroma": ("replace", "chroma", "CLIPLoader", "chroma"),
+    "thinkdiff_clip_sd35": ("prepend", "sd3", "TripleCLIPLoader", None),
+    "thinkdiff_clip_ltxv_video": ("prepend", "ltxv", "CLIPLoader", "ltxv"),
+    "thinkdiff_lvlm_ltxv_video": ("replace", "ltxv", "CLIPLoader", "ltxv"),
+    "thinkdiff_lvlm_kontext_edit": ("replace", "flux_kontext", "DualCLIPLoader", "flux"),
+}
+"""The workflows for models beyond FLUX.1-dev (issue 13); the others are the paper's FLUX recipes."""
+LVLM_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_lvlm") and path.stem not in TARGET_WORKFLOWS]
+CLIP_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_clip") and path.stem not in TARGET_WORKFLOWS]
 
 CORE_NODE_TYPES = {
     # node type: where ComfyUI 0.8.0 defines it (checked against that tree; the opt-in suite checks /object_info)
@@ -19,6 +29,17 @@ CORE_NODE_TYPES = {
     "DualCLIPLoader": "nodes.py",
     "CLIPTextEncode": "nodes.py",
     "UNETLoader": "nodes.py",
+    "CLIPLoader": "nodes.py",
+    "TripleCLIPLoader": "comfy_extras/nodes_sd3.py",
+    "CheckpointLoaderSimple": "nodes.py",
+    "VAEEncode": "nodes.py",
+    "ModelSamplingSD3": "comfy_extras/nodes_model_advanced.py",
+    "LTXVConditioning": "comfy_extras/nodes_lt.py",
+    "EmptyLTXVLatentVideo": "comfy_extras/nodes_lt.py",
+    "CreateVideo": "comfy_extras/nodes_video.py",
+    "SaveVideo": "comfy_extras/nodes_video.py",
+    "ReferenceLatent": "comfy_extras/nodes_edit_model.py",
+    "FluxKontextImageScale": "comfy_extras/nodes_flux.py",
     "KSampler": "nodes.py",
     "VAELoader": "nodes.py",
     "VAEDecode": "nodes.py",
@@ -47,7 +68,27 @@ CLIP_MODEL_FILES = {
     ("ThinkDiffAlignerLoader", 0): "thinkdiff_clip.pth",
     **FLUX_MODEL_FILES,
 }
-MODEL_FILES = {**{name: LVLM_MODEL_FILES for name in LVLM_WORKFLOWS}, **{name: CLIP_MODEL_FILES for name in CLIP_WORKFLOWS}}
+T5_FILE = {("CLIPLoader", 0): "t5xxl_fp16.safetensors"}
+TARGET_MODEL_FILES = {
+    "thinkdiff_lvlm_chroma": {key: value for key, value in LVLM_MODEL_FILES.items() if key[0].startswith("ThinkDiff")} | {
+        ("UNETLoader", 0): "Chroma1-HD.safetensors", ("VAELoader", 0): "ae.safetensors", **T5_FILE},
+    "thinkdiff_clip_sd35": {key: value for key, value in CLIP_MODEL_FILES.items() if key[0] in ("ThinkDiffVisionLoader", "ThinkDiffAlignerLoader")} | {
+        ("CheckpointLoaderSimple", 0): "sd3.5_large.safetensors", ("TripleCLIPLoader", 0): "clip_l.safetensors",
+        ("TripleCLIPLoader", 1): "clip_g.safetensors", ("TripleCLIPLoader", 2): "t5xxl_fp16.safetensors"},
+    "thinkdiff_clip_ltxv_video": {key: value for key, value in CLIP_MODEL_FILES.items() if key[0].startswith("ThinkDiff")} | {
+        ("CheckpointLoaderSimple", 0): "ltx-video-2b-v0.9.5.safetensors", **T5_FILE},
+    "thinkdiff_lvlm_ltxv_video": {key: value for key, value in LVLM_MODEL_FILES.items() if key[0].startswith("ThinkDiff")} | {
+        ("CheckpointLoaderSimple", 0): "ltx-video-2b-v0.9.5.safetensors", **T5_FILE},
+    "thinkdiff_lvlm_kontext_edit": {**LVLM_MODEL_FILES, ("UNETLoader", 0): "flux1-kontext-dev.safetensors"},
+}
+MODEL_FILES = {**{name: LVLM_MODEL_FILES for name in LVLM_WORKFLOWS}, **{name: CLIP_MODEL_FILES for name in CLIP_WORKFLOWS},
+               **TARGET_MODEL_FILES}
+CORE_LOADER_FOLDERS = {
+    # (core loader, widget index): the models/ folder ComfyUI 0.8.0 lists that widget from (folder_paths.py names)
+    ("UNETLoader", 0): "diffusion_models", ("CheckpointLoaderSimple", 0): "checkpoints", ("VAELoader", 0): "vae",
+    ("CLIPLoader", 0): "text_encoders", ("DualCLIPLoader", 0): "text_encoders", ("DualCLIPLoader", 1): "text_encoders",
+    ("TripleCLIPLoader", 0): "text_encoders", ("TripleCLIPLoader", 1): "text_encoders", ("TripleCLIPLoader", 2): "text_encoders",
+}
 
 
 def nodes_of(workflow: dict, node_type: str) -> list[dict]:
@@ -70,7 +111,7 @@ def linked_from(workflow: dict, node: dict, input_name: str) -> tuple[dict, int]
 def test_every_workflow_ships_with_a_thumbnail():
     assert {path.stem for path in WORKFLOWS} == {"thinkdiff_lvlm_reasoning", "thinkdiff_lvlm_compose",
                                                  "thinkdiff_lvlm_vs_text", "thinkdiff_clip_compose",
-                                                 "thinkdiff_clip_image_text"}
+                                                 "thinkdiff_clip_image_text", *TARGET_WORKFLOWS}
     for path in WORKFLOWS:
         thumbnail = path.with_suffix(".jpg")
         with Image.open(thumbnail) as image:
@@ -124,7 +165,22 @@ def test_model_file_names_are_the_official_ones(workflows, name):
     workflow = workflows[name]
     for (node_type, index), expected in MODEL_FILES[name].items():
         assert the(workflow, node_type)["widgets_values"][index] == expected
-    assert the(workflow, "DualCLIPLoader")["widgets_values"][2] == "flux"
+    encoder, encoder_type = TARGET_WORKFLOWS.get(name, (None, None, "DualCLIPLoader", "flux"))[2:]
+    if encoder_type is not None:
+        assert the(workflow, encoder)["widgets_values"][2 if encoder == "DualCLIPLoader" else 1] == encoder_type
+
+
+@pytest.mark.parametrize("name", sorted(TARGET_MODEL_FILES))
+def test_core_loaders_say_where_their_files_come_from(workflows, name):
+    """`properties.models` ([{name, url, directory}]) lets the frontend offer a missing file: one entry per file
+    widget, an https URL ending in that file name, and the models/ folder the loader lists."""
+    workflow = workflows[name]
+    for (node_type, index), folder in CORE_LOADER_FOLDERS.items():
+        for node in nodes_of(workflow, node_type):
+            file = node["widgets_values"][index]
+            entry, = [entry for entry in node["properties"]["models"] if entry["name"] == file]
+            assert entry["directory"] == folder and entry["url"].startswith("https://huggingface.co/")
+            assert entry["url"].endswith("/" + file), entry
 
 
 def assert_flux_tail(workflow: dict, condition: dict, size: int) -> None:
@@ -204,10 +260,88 @@ def test_vs_text_draws_both_from_one_vlm_answer(workflows):
     assert saves["ThinkDiff_vlm_text"] is decode and set(saves) == {"ThinkDiff", "ThinkDiff_vlm_text"}
 
 
+def sampled_and_saved(workflow: dict, condition: dict) -> tuple[dict, dict]:
+    """The sampler our Conditioning drives (directly, or through LTXVConditioning) and the save node of its output."""
+    positive = condition
+    for node in nodes_of(workflow, "LTXVConditioning"):
+        if linked_from(workflow, node, "positive")[0] is condition:
+            positive = node
+    sampler, = [n for n in nodes_of(workflow, "KSampler") if linked_from(workflow, n, "positive")[0] is positive]
+    decode, = [n for n in nodes_of(workflow, "VAEDecode") if linked_from(workflow, n, "samples")[0] is sampler]
+    for save in nodes_of(workflow, "SaveImage"):
+        if linked_from(workflow, save, "images")[0] is decode:
+            return sampler, save
+    video, = [n for n in nodes_of(workflow, "CreateVideo") if linked_from(workflow, n, "images")[0] is decode]
+    save, = [n for n in nodes_of(workflow, "SaveVideo") if linked_from(workflow, n, "video")[0] is video]
+    return sampler, save
+
+
+@pytest.mark.parametrize("name", sorted(TARGET_WORKFLOWS))
+def test_the_recipe_per_target(workflows, name):
+    """Each model's own chain around our Conditioning (issue 13): its text encoder on the base prompt (empty for
+    LVLM replace, the user's prompt for CLIP prepend), the mode and target, and the model's sampler and save node."""
+    workflow = workflows[name]
+    mode, target, encoder, _ = TARGET_WORKFLOWS[name]
+    condition = the(workflow, "ThinkDiffConditioning")
+    inputs = NODES["ThinkDiffConditioning"].widget_inputs(condition["widgets_values"])
+    assert (inputs["mode"], inputs["target"], inputs["strength"], inputs["token_budget"]) == (mode, target, 1.0, 0)
+    base, _ = linked_from(workflow, condition, "conditioning")
+    if target == "flux_kontext":  # the picture's latent rides on the base conditioning; guidance 2.5 (Kontext's)
+        assert base["type"] == "FluxGuidance" and base["widgets_values"] == [2.5]
+        reference, _ = linked_from(workflow, base, "conditioning")
+        assert reference["type"] == "ReferenceLatent"
+        base, _ = linked_from(workflow, reference, "conditioning")
+        encoded, _ = linked_from(workflow, reference, "latent")
+        assert encoded["type"] == "VAEEncode"
+        scaled, _ = linked_from(workflow, encoded, "pixels")
+        assert scaled["type"] == "FluxKontextImageScale"
+        picture, _ = linked_from(workflow, scaled, "image")
+        assert linked_from(workflow, the(workflow, "ThinkDiffReason"), "images.image0")[0] is picture
+    assert base["type"] == "CLIPTextEncode" and linked_from(workflow, base, "clip")[0]["type"] == encoder
+    assert bool(base["widgets_values"][0].strip()) == (mode == "prepend"), "LVLM replaces an empty prompt; CLIP prepends to one"
+    source, _ = linked_from(workflow, condition, "tokens")
+    assert source["type"] == ("ThinkDiffReason" if name.startswith("thinkdiff_lvlm") else "ThinkDiffVisionEncode")
+    sampler, save = sampled_and_saved(workflow, condition)
+    model, _ = linked_from(workflow, sampler, "model")
+    latent, _ = linked_from(workflow, sampler, "latent_image")
+    seed, control, steps, cfg = sampler["widgets_values"][:4]
+    assert control == "fixed" and steps >= 20
+    if target in ("chroma", "sd3", "ltxv"):  # real CFG: a negative prompt through the same text encoder
+        negative, _ = linked_from(workflow, sampler, "negative")
+        if negative["type"] == "LTXVConditioning":
+            negative, _ = linked_from(workflow, negative, "negative")
+        assert negative["type"] == "CLIPTextEncode" and negative is not base and cfg > 1
+        assert linked_from(workflow, negative, "clip")[0] is linked_from(workflow, base, "clip")[0]
+    if target == "chroma":
+        assert model["type"] == "UNETLoader" and latent["type"] == "EmptySD3LatentImage" and save["type"] == "SaveImage"
+        assert not nodes_of(workflow, "FluxGuidance"), "Chroma has no guidance embedding"
+    elif target == "sd3":
+        assert model["type"] == "ModelSamplingSD3" and model["widgets_values"] == [3.0]
+        checkpoint, _ = linked_from(workflow, model, "model")
+        decode, _ = linked_from(workflow, save, "images")
+        assert checkpoint["type"] == "CheckpointLoaderSimple" and linked_from(workflow, decode, "vae") == (checkpoint, 2)
+        assert latent["type"] == "EmptySD3LatentImage" and latent["widgets_values"][:2] == [1024, 1024]
+    elif target == "ltxv":
+        assert model["type"] == "CheckpointLoaderSimple" and save["type"] == "SaveVideo"
+        assert latent["type"] == "EmptyLTXVLatentVideo" and latent["widgets_values"][2] == 97  # 8k+1 frames
+        assert linked_from(workflow, sampler, "positive")[0]["type"] == "LTXVConditioning"
+        video, _ = linked_from(workflow, save, "video")
+        assert video["widgets_values"][0] == the(workflow, "LTXVConditioning")["widgets_values"][0] == 25
+    else:
+        assert model["type"] == "UNETLoader" and cfg == 1.0 and save["type"] == "SaveImage"
+        assert latent is encoded, "Kontext samples at the edited picture's size"
+    if name == "thinkdiff_clip_ltxv_video":
+        images = [put for put in source["inputs"] if put["name"].startswith("images.") and put.get("link") is not None]
+        assert len(images) == 2, "two pictures and a prompt into a short video"
+
+
 @pytest.mark.parametrize("name, preset, pictures", [
     ("thinkdiff_lvlm_reasoning", "cobsat_reasoning", 2),
     ("thinkdiff_lvlm_vs_text", "cobsat_reasoning", 2),
     ("thinkdiff_lvlm_compose", "compose", 3),
+    ("thinkdiff_lvlm_chroma", "cobsat_reasoning", 2),
+    ("thinkdiff_lvlm_ltxv_video", "cobsat_reasoning", 2),
+    ("thinkdiff_lvlm_kontext_edit", "custom", 1),
 ])
 def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, name, preset, pictures):
     workflow = workflows[name]
@@ -226,5 +360,5 @@ def test_the_prompt_fits_the_pictures_and_the_seed_is_fixed(workflows, name, pre
 def test_the_comfyui_docs_list_every_model_file_of_the_workflows():
     page = (REPO / "docs" / "comfyui.md").read_text()
     section = page[page.index("## Model files"):page.index("## Nodes")]
-    for expected in {**LVLM_MODEL_FILES, **CLIP_MODEL_FILES}.values():
+    for expected in {file for files in MODEL_FILES.values() for file in files.values()}:
         assert expected in section, f"docs/comfyui.md's model-file table does not mention {expected}"

@@ -1,6 +1,12 @@
 """The embedded demo: after alignment the held-out proxy accuracy is far above the untrained aligner's."""
 
+import shlex
+from pathlib import Path
+
 import pytest
+from PIL import Image
+
+from thinkdiff_core import generate
 
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.testing.synthetic import COLOURS, SHAPES
@@ -38,6 +44,13 @@ def test_demo_alignment_beats_the_untrained_aligner_by_a_wide_margin(tmp_path, v
     assert recorded == ({"features": "generated", "masking": "random"} if variant == "lvlm" else {"features": None,
                                                                                                   "masking": None})
     assert aligner.module.input_size == input_size and aligner.module.output_size == 64
+
+    # the printed drawing command runs: the demo's own stand-in and aligner through the tiny FLUX
+    command = shlex.split(result["command"])
+    assert command[:4] == ["python", "-m", "thinkdiff_core.generate", "--tiny"] and result["aligner"] in command
+    assert generate.main(command[3:]) == 0
+    picture = Path(command[command.index("--out") + 1])
+    assert Image.open(picture).size == (64, 64)
 
 
 def test_content_hits_count_only_colour_and_shape_words_at_their_position():
