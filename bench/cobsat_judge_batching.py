@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from thinkdiff_core.testing.tiny import write_tiny_llava  # noqa: E402
+from tests.tiny_files import write_tiny_llava  # noqa: E402
 from train.cobsat.judge import LlavaJudge, questions  # noqa: E402
 from train.cobsat.tasks import TASKS, build_case, write_synthetic_dataset  # noqa: E402
 

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thinkdiff_core.pipeline import ThinkDiffPipeline  # noqa: E402
-from thinkdiff_core.testing.tiny import write_tiny_thinkdiff  # noqa: E402
+from thinkdiff_core.testing.tiny_pipeline import write_tiny_thinkdiff  # noqa: E402
 from thinkdiff_core.vlm import GenerationSettings  # noqa: E402
 from train.cobsat.harness import request_for  # noqa: E402
 from train.cobsat.tasks import build_cases, write_synthetic_dataset  # noqa: E402

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from thinkdiff_core.testing.tiny import write_tiny_qwen_vl  # noqa: E402
 from train.precompute import PrecomputeConfig  # noqa: E402
 from train.precompute import run as precompute  # noqa: E402
-from train.synthetic import shape_samples, write_image_folder  # noqa: E402
+from thinkdiff_core.testing.synthetic import shape_samples, write_image_folder  # noqa: E402
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from train.decoder import ProxyDecoder, decoder_loss  # noqa: E402
 from train.precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig  # noqa: E402
 from train.precompute import run as precompute  # noqa: E402
 from train.recipe import feature_mask  # noqa: E402
-from train.synthetic import all_captions, shape_samples, write_image_folder  # noqa: E402
+from thinkdiff_core.testing.synthetic import all_captions, shape_samples, write_image_folder  # noqa: E402
 
 
 def tiny_world(root: Path, images: int = 256, d_model: int = 64, tokens: int = 24) -> dict[str, Path]:

@@ -114,7 +114,7 @@ def model_parts(args: argparse.Namespace, workdir: Path) -> dict:
                  if getattr(args, name) is not None]
         if given:
             raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
-        from .testing.tiny import write_tiny_thinkdiff, write_tiny_thinkdiff_clip
+        from .testing.tiny_pipeline import write_tiny_thinkdiff, write_tiny_thinkdiff_clip
 
         paths = (write_tiny_thinkdiff_clip if args.variant == "clip" else write_tiny_thinkdiff)(workdir)
         return {**paths, "aligner": load_aligner(paths["aligner"])}

@@ -41,7 +41,7 @@ from . import checkpoints
 from . import config as cfg
 from .config import OptimOptions, TrainConfig
 from .data import TrainingStream
-from .decoder import ProxyDecoder, load_decoder, new_aligner, proxy_loss
+from .decoder import ProxyDecoder, new_aligner, proxy_loss
 from .evaluate import evaluate, format_examples, held_out_batches
 from .optim import learning_rate, make_optimizer, set_learning_rate
 from .recipe import IGNORE_INDEX

@@ -40,7 +40,8 @@ import torch
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.cli import run_cli
 from thinkdiff_core.prompts import Prompt
-from thinkdiff_core.testing.tiny import COLOURS, CORPUS, SHAPES, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
+from thinkdiff_core.testing.synthetic import COLOURS, SHAPES, ShapeSample, all_captions, shape_samples, write_image_folder
+from thinkdiff_core.testing.tiny import CORPUS, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
 from thinkdiff_core.vlm import VisionLanguageModel
 
 from . import config as cfg
@@ -50,7 +51,6 @@ from .decoder import new_aligner
 from .evaluate import ProxyMetrics, content_hits, evaluate, format_examples, held_out_batches
 from .precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
 from .precompute import run as precompute
-from .synthetic import ShapeSample, all_captions, shape_samples, write_image_folder
 from .variants import VARIANTS, ClipVariant, training_variant
 
 TRAIN_IMAGES, HELD_OUT_IMAGES = 384, 96
@@ -162,8 +162,8 @@ def _table(before: ProxyMetrics, after: ProxyMetrics, vlm_accuracy: float | None
         rows.append(f"{name:<26}{number(getattr(before, name))}{number(getattr(after, name))}")
     rows.append(f"{'samples (content words)':<26}{f'{before.samples} ({before.content_words})':>12}"
                 f"{f'{after.samples} ({after.content_words})':>12}")
-    rows += ["", f"content_accuracy: the colour and shape words of the targets the greedy decode gets right, "
-                 f"at their word position", f"  chance (a uniform guess): {CHANCE:.3f}"]
+    rows += ["", "content_accuracy: the colour and shape words of the targets the greedy decode gets right, "
+                 "at their word position", f"  chance (a uniform guess): {CHANCE:.3f}"]
     if vlm_accuracy is not None:
         rows.append(f"  the tiny VLM's own answers against the true captions: {vlm_accuracy:.3f} "
                     "(the targets are its answers, so this bounds how often a right word is also the true one)")

@@ -3,7 +3,7 @@
 import pytest
 
 from thinkdiff_core.images import open_image
-from thinkdiff_core.testing.tiny import write_tiny_llava
+from tests.tiny_files import write_tiny_llava
 from train.cobsat.tasks import TASKS, build_case
 from train.cobsat.judge import (MISSING, NO_ANSWER, LlavaJudge, QwenJudge, grade, judge_images, llava_input_ids,
                                 llava_v1_prompt, pad_to_square, parse_choice, questions)

@@ -39,9 +39,8 @@ def comfy_base(tmp_path_factory) -> Path:
     from safetensors.torch import save_file
     from stand_ins import write_stand_in_node, write_taef1, write_tiny_flux
 
-    from thinkdiff_core.testing.tiny import (
-        TINY_BLIP2_VISION_WIDTH, write_official_aligner, write_tiny_blip2, write_tiny_qwen_vl,
-    )
+    from tests.tiny_files import write_official_aligner
+    from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
     from thinkdiff_core.vision_files import convert_blip2_vision
 
     base = tmp_path_factory.mktemp("comfyui-base")

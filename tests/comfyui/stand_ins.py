@@ -6,7 +6,7 @@
   `txt_in.weight`'s width is the text width it reads (4096 like T5-XXL, what the aligner writes).
 - TAEF1: the tiny FLUX autoencoder's encoder/decoder files (models/vae_approx/), so VAELoader offers
   "taef1". Every tensor gets explicit random values (ComfyUI leaves missing ones uninitialised).
-- The official ThinkDiff `.pth` layout: `thinkdiff_core.testing.tiny.write_official_aligner`.
+- The official ThinkDiff `.pth` layout: `tests/tiny_files.py` (`write_official_aligner`).
 - BLIP-2: `thinkdiff_core.testing.tiny.write_tiny_blip2`, a tiny folder in the blip2-flan-t5-xxl layout.
 - A test-only custom node standing in for ComfyUI's FLUX text encoder (whose loader always builds a
   full-size T5-XXL, too big for the test machines): it outputs conditioning of the FLUX shape.

@@ -84,7 +84,7 @@ def test_kontext_keeps_its_reference_latents():
 @pytest.mark.parametrize("chunks", [1, 2])
 def test_sd3_keeps_the_clip_segment_and_pooled_vector(chunks):
     base, tokens = sd3_base(chunks), aligned()
-    cond, clip, t5 = base[0][0], base[0][0][:, :77 * chunks], base[0][0][:, 77 * chunks:]
+    clip, t5 = base[0][0][:, :77 * chunks], base[0][0][:, 77 * chunks:]
     for mode, expected in [("replace", [clip, tokens]), ("prepend", [clip, tokens, t5]), ("append", [clip, t5, tokens])]:
         [[out, extras]] = merge_conditioning(base, tokens, mode)
         assert torch.equal(out, torch.cat(expected, 1)), mode

@@ -9,7 +9,7 @@ import torch
 from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
 from thinkdiff_core.families import family_from_id
 from thinkdiff_core.prompts import cobsat_prompt
-from thinkdiff_core.testing.tiny import write_tiny_aligner
+from thinkdiff_core.testing.tiny_pipeline import write_tiny_aligner
 from thinkdiff_core.tokens import LVLM_RECIPE, ThinkDiffTokens
 
 GREEDY_3 = dict(seed=0, temperature=0.0, max_new_tokens=3, min_new_tokens=3)

@@ -1,7 +1,6 @@
 """The working-memory estimate of a VLM generation (against real transformers caches and processors on the tiny
 models), the refusal message when weights plus that estimate exceed a budget, and the image-size cap."""
 
-import pytest
 import torch
 from PIL import Image
 from transformers import Qwen2VLConfig

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_official_aligner
+from tests.tiny_files import write_official_aligner
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))

@@ -6,7 +6,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from thinkdiff_core.checkpoint import load_aligner, save_aligner
-from thinkdiff_core.testing.tiny import write_official_aligner
+from tests.tiny_files import write_official_aligner
 from thinkdiff_core.vision import VisionEncoder
 from thinkdiff_core.vision_files import convert_blip2_vision
 

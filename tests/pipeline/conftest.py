@@ -4,9 +4,8 @@ tests (session scope)."""
 import pytest
 
 from thinkdiff_core.pipeline import ThinkDiffPipeline
-from thinkdiff_core.testing.tiny import (
-    TINY_BLIP2_VISION_WIDTH, write_tiny_aligner, write_tiny_flux,
-)
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
+from thinkdiff_core.testing.tiny_pipeline import write_tiny_aligner, write_tiny_flux
 from thinkdiff_core.tokens import CLIP_RECIPE
 
 

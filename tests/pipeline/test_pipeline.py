@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderM
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.conditioning import merge_conditioning
 from thinkdiff_core.pipeline import ThinkDiffPipeline, ThinkDiffRequest, resolve_aligner_file, resolve_flux_folder
-from thinkdiff_core.testing.tiny import write_tiny_aligner
+from thinkdiff_core.testing.tiny_pipeline import write_tiny_aligner
 from thinkdiff_core.vlm import GenerationSettings
 
 SHORT = GenerationSettings(seed=3, max_new_tokens=8, min_new_tokens=8)

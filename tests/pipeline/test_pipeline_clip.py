@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderM
 from thinkdiff_core.checkpoint import load_aligner
 from thinkdiff_core.conditioning import merge_conditioning
 from thinkdiff_core.pipeline import ThinkDiffPipeline, ThinkDiffRequest
-from thinkdiff_core.testing.tiny import write_tiny_aligner
+from thinkdiff_core.testing.tiny_pipeline import write_tiny_aligner
 from thinkdiff_core.tokens import CLIP_RECIPE
 from thinkdiff_core.variants import ReasoningSource, VisionSource
 from thinkdiff_core.vision import VisionEncoder

@@ -17,7 +17,7 @@ from train.config import TrainConfig
 from train.decoder import load_decoder
 from train.precompute import BRIEF_INSTRUCTIONS, PrecomputeConfig
 from train.precompute import run as precompute
-from train.synthetic import all_captions, shape_samples, write_image_folder, write_webdataset
+from thinkdiff_core.testing.synthetic import all_captions, shape_samples, write_image_folder, write_webdataset
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,7 @@ from train.decoder import decoder_loss, encoder_states, new_aligner, proxy_loss
 from train.evaluate import main as evaluate_main
 from train.optim import make_optimizer
 from train.recipe import IGNORE_INDEX, ClipBatches, clean_caption, split_caption
-from train.synthetic import all_captions
+from thinkdiff_core.testing.synthetic import all_captions
 
 WORDS = sorted({w for c in all_captions() for w in c.split()}) + ["Red", "STAR.", "(big)", "a:b", "x;y", "~z", "#1"]
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from train.data import (TrainingStream, decode_feature_sample, expand_shards, image_units, tar_samples,
                         worker_batches_before)
-from train.synthetic import shape_samples, write_image_folder, write_webdataset
+from thinkdiff_core.testing.synthetic import shape_samples, write_image_folder, write_webdataset
 
 
 def keys_of(units):

@@ -3,7 +3,8 @@
 import pytest
 
 from thinkdiff_core.checkpoint import load_aligner
-from thinkdiff_core.testing.tiny import COLOURS, SHAPES, TINY_BLIP2_VISION_WIDTH
+from thinkdiff_core.testing.synthetic import COLOURS, SHAPES
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
 from thinkdiff_core.tokens import CLIP_RECIPE, LVLM_RECIPE
 from train.demo import run_demo, vlm_content_accuracy
 from train.evaluate import content_hits

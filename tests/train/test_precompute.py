@@ -10,7 +10,7 @@ from thinkdiff_core.vlm import GenerationSettings
 from train.data import MANIFEST, decode_feature_sample, expand_shards, image_units, tar_samples
 from train.precompute import BRIEF_INSTRUCTIONS, batch_seed
 from train.precompute import run as precompute
-from train.synthetic import shape_samples, write_webdataset
+from thinkdiff_core.testing.synthetic import shape_samples, write_webdataset
 
 
 def stored(folder):

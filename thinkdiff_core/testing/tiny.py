@@ -16,6 +16,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from .synthetic import all_captions
+
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
     "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
@@ -37,15 +39,13 @@ QWEN_VL_CHAT_TEMPLATE = (
 )
 """The Qwen2-VL chat format (system default, `Picture i:` labels under `add_vision_id`), written here."""
 
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
-SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
 CORPUS = [
     "I give you several words and pictures. First, please analyse what the next picture is. Then give me a "
     "detailed diffusion prompt to describe the next picture. Please only provide me the detailed prompt and "
     "start the answer with 'Create an image'.",
     "You are a helpful assistant. Picture Word Create an image of a car, a cup, a box, an apple.",
     "Describe the image concisely. Generate a prompt that can recreate the image in a 2D diffusion model.",
-] + [f"a {c} {s} on a plain background" for c in COLOURS for s in SHAPES]
+] + all_captions()
 
 VISION_MEAN, VISION_STD = list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
 """Qwen-VL's and BLIP-2's image normalisation (CLIP's)."""
@@ -185,7 +185,11 @@ def write_tiny_t5(folder: str | os.PathLike[str], corpus: list[str] | None = Non
 # --- BLIP-2 (the ThinkDiff-CLIP vision tower) -------------------------------------------------------------------
 
 
-def tiny_blip2_config(vision_width: int = 32, vision_layers: int = 2, text_width: int = 64, text_layers: int = 2,
+TINY_BLIP2_VISION_WIDTH = 32
+"""`tiny_blip2_config`'s default tower width: the tiny CLIP aligner's input size."""
+
+
+def tiny_blip2_config(vision_width: int = TINY_BLIP2_VISION_WIDTH, vision_layers: int = 2, text_width: int = 64, text_layers: int = 2,
                       text_vocab_size: int = 2048, image_size: int = 224, patch_size: int = 14):
     """A `Blip2Config` shaped like blip2-flan-t5-xxl: EVA-style tower (real 224px / patch-14 geometry by default,
     so 16x16 patches and 65 recipe tokens), a Q-Former and a gated-GELU T5, all at tiny width.
@@ -252,11 +256,7 @@ def write_tiny_blip2(folder: str | os.PathLike[str], seed: int = 0, **config_siz
     return folder
 
 
-# --- Tiny FLUX.1-dev-shaped diffusers folder and a matching aligner (scripting pipeline, CoBSAT harness) ---
-
-TINY_FLUX_JOINT_DIM = 64
-"""Width of the tiny FLUX's text stream: the tiny VLM's hidden size and the tiny T5's d_model, so a tiny
-`Aligner(64, 64)` plays the role of the real `Aligner(3584, 4096)`."""
+# --- CLIP (FLUX's CLIP-L text encoder; CoBSAT's similarity model) --------------------------------------------
 
 TINY_CLIP_HIDDEN = 32
 """The tiny CLIP-L's width, hence the tiny FLUX's `pooled_projection_dim` (768 in FLUX.1-dev)."""
@@ -322,163 +322,3 @@ def write_tiny_clip(folder: str | os.PathLike[str], seed: int = 0) -> Path:
                          projection_dim=text.projection_dim)).save_pretrained(folder)
     write_clip_preprocessor(folder, 32)
     return folder
-
-
-def write_tiny_flux(folder: str | os.PathLike[str], joint_attention_dim: int = TINY_FLUX_JOINT_DIM,
-                    seed: int = 0) -> Path:
-    """A tiny random FLUX.1-dev-shaped diffusers folder: what `FluxPipeline.from_pretrained` reads.
-
-    `transformer/` (guidance-distilled like dev: `guidance_embeds=True`), `vae/` (16 latent channels,
-    8x downsampling, FLUX's scaling and shift), `scheduler/` (FLUX.1-dev's flow-matching settings),
-    `text_encoder/` + `tokenizer/` (tiny CLIP-L), `text_encoder_2/` + `tokenizer_2/` (tiny T5 encoder
-    as wide as `joint_attention_dim`) and `model_index.json`. Images must be multiples of 16 pixels.
-    """
-    import tempfile
-
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
-
-    folder = Path(folder)
-    write_tiny_clip_text(folder / "text_encoder", folder / "tokenizer", seed=seed)
-    with tempfile.TemporaryDirectory() as scratch:  # FLUX keeps only the T5 encoder
-        t5_folder = write_tiny_t5(Path(scratch) / "t5", d_model=joint_attention_dim, seed=seed)
-        t5_encoder, t5_tokenizer = T5EncoderModel.from_pretrained(t5_folder), AutoTokenizer.from_pretrained(t5_folder)
-    torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=joint_attention_dim, pooled_projection_dim=TINY_CLIP_HIDDEN, guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
-        sample_size=64, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-        base_image_seq_len=256, max_image_seq_len=4096,
-    )
-    pipeline = FluxPipeline(
-        scheduler=scheduler, vae=vae, transformer=transformer,
-        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        text_encoder_2=t5_encoder, tokenizer_2=t5_tokenizer,
-    )
-    pipeline.save_pretrained(folder)
-    return folder
-
-
-def write_tiny_aligner(path: str | os.PathLike[str], source_model_id: str, input_size: int = 64,
-                       output_size: int = TINY_FLUX_JOINT_DIM, token_recipe: str | None = None, seed: int = 0) -> Path:
-    """A random aligner `input_size -> output_size` for `token_recipe` (default the LVLM recipe), saved in our format."""
-    from ..aligner import Aligner
-    from ..checkpoint import AlignerInfo, LoadedAligner, save_aligner
-    from ..tokens import LVLM_RECIPE
-
-    torch.manual_seed(seed)
-    module = Aligner(input_size, output_size)
-    info = AlignerInfo(source_model_id, token_recipe or LVLM_RECIPE, {"tiny": True})
-    return save_aligner(path, LoadedAligner(module, info))
-
-
-def write_tiny_thinkdiff(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
-    """Everything the scripting pipeline loads, tiny: `{"vlm": folder, "flux": folder, "aligner": file}`.
-
-    The aligner reads the tiny Qwen2-VL's 64-wide states and writes the tiny FLUX's 64-wide prompt space.
-    """
-    root = Path(root)
-    vlm = write_tiny_qwen_vl(root / "vlm", "qwen2_vl", seed=seed)
-    flux = write_tiny_flux(root / "flux", seed=seed)
-    aligner = write_tiny_aligner(root / "aligner.safetensors", source_model_id=vlm.name, seed=seed)
-    return {"vlm": vlm, "flux": flux, "aligner": aligner}
-
-
-def write_tiny_llava(folder: str | os.PathLike[str], seed: int = 0) -> Path:
-    """A tiny random LLaVA-1.5-shaped folder in the llava-hf layout (the CoBSAT judge's loading path).
-
-    CLIP vision tower (28x28 images, 14-pixel patches: 4 image tokens plus CLS), a Llama language model,
-    a BPE tokenizer with `<image>` and `<pad>`, and the processor files llava-hf ships
-    (`preprocessor_config.json`, `processor_config.json`).
-    """
-    from tokenizers import processors
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    folder = Path(folder)
-    specials = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
-    backend = train_bpe(CORPUS + ["USER: ASSISTANT: What is the main object in this image? (1) (2) (10)"], specials)
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<pad>", additional_special_tokens=["<image>"],
-                                        model_input_names=["input_ids", "attention_mask"])
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                       image_size=28, patch_size=14, projection_dim=32),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                                bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]),
-        image_token_index=ids["<image>"], image_seq_length=4, vision_feature_layer=-2,
-        vision_feature_select_strategy="default", pad_token_id=ids["<pad>"],
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = ids["<pad>"]
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    write_clip_preprocessor(folder, 28)
-    (folder / "processor_config.json").write_text(json.dumps({
-        "processor_class": "LlavaProcessor", "image_token": "<image>", "patch_size": 14,
-        "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1,
-    }, indent=2))
-    return folder
-
-
-# --- Tiny ThinkDiff-CLIP parts for the scripting pipeline (BLIP-2 tower -> CLIP aligner -> FLUX with its T5) ---
-
-TINY_BLIP2_VISION_WIDTH = 32
-"""`tiny_blip2_config`'s default tower width: the tiny CLIP aligner's input size."""
-
-
-def write_tiny_thinkdiff_clip(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
-    """Everything the CLIP pipeline loads, tiny: `{"vision_encoder": BLIP-2 folder, "flux": folder, "aligner": file}`.
-
-    The BLIP-2 folder has the real 224px / patch-14 geometry (65 tokens per image, 32 wide); the aligner
-    maps them to the tiny FLUX's 64-wide T5 space, where the tiny FLUX's own T5 encodes the prompt.
-    """
-    from ..tokens import CLIP_RECIPE
-
-    root = Path(root)
-    blip2 = write_tiny_blip2(root / "blip2", seed=seed, vision_width=TINY_BLIP2_VISION_WIDTH)
-    flux = write_tiny_flux(root / "flux", seed=seed)
-    aligner = write_tiny_aligner(root / "clip_aligner.safetensors", source_model_id=blip2.name,
-                                 input_size=TINY_BLIP2_VISION_WIDTH, token_recipe=CLIP_RECIPE, seed=seed)
-    return {"vision_encoder": blip2, "flux": flux, "aligner": aligner}
-
-
-# --- Official-layout aligner checkpoints (stand-ins for Mifucius/ThinkDiff's .pth files) -----------------------
-
-OFFICIAL_TRAIN_CONFIGS: dict[str, dict] = {
-    "lvlm": {"model": {"arch": "mllama-vllm-t5-embed-decoder-2", "mm_projector_type": "mlp2x_gelu_t5_norm",
-                       "mllama_pretrained_model_name_or_path": "Qwen/Qwen2-VL-7B-Instruct"}},
-    "clip": {"model": {"arch": "blip-vision-t5-decoder", "mm_projector_type": "mlp2x_gelu_t5_norm",
-                       "blip2_pretrained_model_name_or_path": "Salesforce/blip2-flan-t5-xxl",
-                       "vision_downsample_factor": 2}},
-}
-"""The `config.model` entries of the reference training configs that `load_aligner` reads the variant from."""
-
-
-def write_official_aligner(path: str | os.PathLike[str], input_size: int, output_size: int = 4096,
-                           variant: str = "lvlm", seed: int = 0) -> Path:
-    """A random aligner in the official `torch.save` layout `{"model": {"mm_projector.*"}, "config": ...}`.
-
-    The config names the variant as the real `thinkdiff_lvlm.pth` / `thinkdiff_clip.pth` do, so a stand-in
-    whose input width is a tiny model's (not 3584 or 1408) still loads as that variant.
-    """
-    from ..aligner import Aligner
-
-    torch.manual_seed(seed)
-    state = {f"mm_projector.{k}": v for k, v in Aligner(input_size, output_size).state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state, "config": OFFICIAL_TRAIN_CONFIGS[variant]}, path)
-    return path

@@ -462,7 +462,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     def tiny_models() -> dict[str, Path] | None:
         """Written on first use only: a run with nothing left to do loads no model at all."""
         if args.tiny and not tiny_paths:
-            from thinkdiff_core.testing.tiny import write_tiny_thinkdiff
+            from thinkdiff_core.testing.tiny_pipeline import write_tiny_thinkdiff
 
             tiny_paths.update(write_tiny_thinkdiff(workdir))
         return tiny_paths or None

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from thinkdiff_core.testing.tiny import COLOURS, SHAPES
-
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
+"""The demo's vocabulary: every caption is one colour and one shape (also what the tiny tokenizers learn)."""
 BACKGROUND = (128, 128, 128)
 RGB = {
     "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
