@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_official_aligner
+from tests.tiny_files import write_official_aligner
+from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
 
 sys.path.insert(0, str(Path(__file__).parent))  # hub_stand_in.py beside this file
 
