@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+
+from tests.nodes.shipped import REPO, WORKFLOWS
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-PACK_FOLDER = "ComfyUI-ThinkDiff"
 TINY_VLM_HIDDEN = 64
 
 sys.path.insert(0, str(Path(__file__).parent))  # harness.py and stand_ins.py beside this file
+from harness import PACK_FOLDER  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,7 +34,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def comfy_base(tmp_path_factory) -> Path:
-    """ComfyUI's base directory: custom_nodes (this pack + the stand-in node), models, input pictures."""
+    """ComfyUI's base directory: custom_nodes (this pack + the stand-in node) and models. No input/ folder: the
+    pack copies the workflows' shipped pictures there on start, as on a user's first start."""
     from safetensors.torch import save_file
     from stand_ins import write_stand_in_node, write_taef1, write_tiny_flux
 
@@ -63,12 +63,6 @@ def comfy_base(tmp_path_factory) -> Path:
                            seed=2)  # reads the tiny tower's 32-wide tokens
     write_tiny_flux(models / "diffusion_models" / "flux1-dev.safetensors", context_width=4096)
     write_taef1(models / "vae_approx")
-    (base / "input").mkdir()
-    pictures = [node["widgets_values"][0] for path in WORKFLOWS for node in json.loads(path.read_text())["nodes"]
-                if node["type"] == "LoadImage"]
-    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
-    for index, name in enumerate(pictures):
-        Image.new("RGB", (64, 64), colours[index % len(colours)]).save(base / "input" / name)
     (base / "extra_model_paths.yaml").write_text(f"thinkdiff_suite:\n    base_path: {base}\n    LLM: shared_llm\n")
     return base
 

@@ -27,6 +27,9 @@ CHROMIUM_FLAGS = [
 ]
 
 
+PACK_FOLDER = "ComfyUI-ThinkDiff"
+"""The folder name the suite links the pack in under custom_nodes/ (what users clone it as)."""
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -79,8 +82,12 @@ class ComfyServer:
         return self.log_path.read_text(errors="replace")
 
     def get(self, path: str) -> Any:
+        return json.loads(self.fetch(path)[1])
+
+    def fetch(self, path: str) -> tuple[str, bytes]:
+        """(content type, body) of a GET, for the static files the server serves."""
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
-            return json.loads(response.read())
+            return response.headers.get("Content-Type", ""), response.read()
 
     def post(self, path: str, body: dict | None = None) -> tuple[int, Any]:
         data = json.dumps(body or {}).encode()

@@ -22,10 +22,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from harness import status_messages  # noqa: E402  (tests/comfyui is on sys.path via conftest)
+from harness import PACK_FOLDER, status_messages  # noqa: E402  (tests/comfyui is on sys.path via conftest)
 from PIL import Image
 from stand_ins import STAND_IN_NODE_ID
 
+from tests.nodes.shipped import REPO, SHIPPED_INPUTS, TEMPLATE_INDEX
 from tests.nodes.widgets import NODES
 
 pytestmark = pytest.mark.comfyui
@@ -155,9 +156,42 @@ def test_every_other_node_type_of_the_workflows_is_in_comfyui_core(server, front
                 assert node["type"] == "Note"  # frontend-only, never sent to the server
 
 
-def test_the_template_browser_lists_the_workflows(server):
-    listed = set(server.get("/workflow_templates")["ComfyUI-ThinkDiff"])
-    assert set(WORKFLOW_NAMES) <= listed
+def test_the_template_endpoint_lists_the_workflows_and_serves_their_index_and_thumbnails(server):
+    """ComfyUI 0.8.0 lists every *.json of workflows/ (index.json too, as "index": its frontend 1.35.9 reads no
+    index for a pack's templates, it titles them by file name) and serves the folder under the pack's name."""
+    listed = set(server.get("/workflow_templates")[PACK_FOLDER])
+    index = json.loads(TEMPLATE_INDEX.read_bytes())
+    assert server.get(f"/api/workflow_templates/{PACK_FOLDER}/index.json") == index
+    names = {template["name"] for category in index for template in category["templates"]}
+    assert set(WORKFLOW_NAMES) <= names and listed == names | {"index"}
+    for name in names:
+        content_type, thumbnail = server.fetch(f"/api/workflow_templates/{PACK_FOLDER}/{name}.jpg")
+        assert content_type == "image/jpeg" and thumbnail == (TEMPLATE_INDEX.parent / f"{name}.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("node_id", OURS)
+def test_the_server_serves_each_nodes_help_page_where_the_frontend_looks(server, node_id):
+    """The frontend's help panel fetches /extensions/<pack folder>/docs/<node id>.md, the folder taken from the
+    node's python_module ("custom_nodes.<folder>"), and refuses an answer typed text/html."""
+    module = server.get(f"/object_info/{node_id}")[node_id]["python_module"]
+    assert module == f"custom_nodes.{PACK_FOLDER}"
+    content_type, page = server.fetch(f"/extensions/{module.split('.')[1]}/docs/{node_id}.md")
+    assert "text/html" not in content_type and page == (REPO / "web" / "docs" / f"{node_id}.md").read_bytes()
+
+
+def test_the_shipped_pictures_are_copied_into_input_on_start_and_the_workflows_load_them(server, comfy_base,
+                                                                                           editor_workflows):
+    """The base had no input/ folder: the pack's start copied its pictures there, byte for byte, so the runs
+    below load exactly the shipped pictures under the names the workflows' LoadImage nodes give."""
+    input_folder = comfy_base / "input"
+    for name, workflow in editor_workflows.items():
+        for node in workflow["nodes"]:
+            if node["type"] == "LoadImage":
+                picture = node["widgets_values"][0]
+                assert (input_folder / picture).read_bytes() == (SHIPPED_INPUTS / picture).read_bytes(), (name, picture)
+    assert "ThinkDiff: copied" in server.log()
+    listed = server.get("/object_info/LoadImage")["LoadImage"]["input"]["required"]["image"][0]
+    assert {p.name for p in SHIPPED_INPUTS.glob("*.png")} <= set(listed)
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)

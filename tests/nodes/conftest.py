@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.nodes.shipped import WORKFLOWS
 from tests.tiny_files import write_official_aligner
 from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH
-
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 
 @pytest.fixture(scope="session")

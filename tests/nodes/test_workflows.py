@@ -3,16 +3,13 @@
 The opt-in suite (tests/comfyui/) loads the same files into the real frontend and runs them.
 """
 
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.nodes.shipped import REPO, WORKFLOWS
 from tests.nodes.widgets import NODES
 from thinkdiff_core import build_prompt, parse_words
-
-REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 LVLM_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_lvlm")]
 CLIP_WORKFLOWS = [path.stem for path in WORKFLOWS if path.stem.startswith("thinkdiff_clip")]
 
