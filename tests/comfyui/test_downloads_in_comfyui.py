@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from harness import ComfyServer  # noqa: E402  (tests/comfyui is on sys.path via conftest)
+from harness import PACK_FOLDER, ComfyServer  # noqa: E402  (tests/comfyui is on sys.path via conftest)
 
 from tests.downloads.hub_stand_in import StandInHub
 from tests.tiny_files import write_official_aligner
@@ -36,7 +36,7 @@ def hub(tmp_path_factory):
 def bare_server(hub, tmp_path_factory):
     base = tmp_path_factory.mktemp("bare-comfyui")
     (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "ComfyUI-ThinkDiff").symlink_to(REPO, target_is_directory=True)
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     (base / "extra_model_paths.yaml").write_text("{}\n")
     server = ComfyServer(Path(os.environ["COMFYUI_DIR"]), base, base / "extra_model_paths.yaml", environment={
         "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_HOME": str(base / "hf-home")})
