@@ -22,17 +22,8 @@ from ..thinkdiff_core import VisionLanguageModel
 from ..thinkdiff_core.downloads import ALIGNERS, VISION_MODELS, VLMS, KnownModel, download, offered, picked
 from ..thinkdiff_core.memory import WorkingMemory, fit_error
 from ..thinkdiff_core.precision import census, weight_bytes
-from .model_folders import (
-    ALIGNER_FOLDER_KEY,
-    ALIGNER_SUFFIXES,
-    VISION_FOLDER_KEYS,
-    VLM_FOLDER_KEYS,
-    find_aligner_files,
-    find_model_folders,
-    find_vision_models,
-    resolve_vision_model,
-    resolve_vlm_folder,
-)
+from .model_folders import (ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VISION_FOLDER_KEYS, VLM_FOLDER_KEYS,
+    find_aligner_files, find_model_folders, find_vision_models, resolve_vision_model, resolve_vlm_folder)
 from .operations import token_callback
 
 Wrapped = TypeVar("Wrapped")
