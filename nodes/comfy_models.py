@@ -9,18 +9,22 @@ model directly (its read-only `.device` property), so it owns a plain container 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import comfy.model_management as model_management
+import comfy.utils
 import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 
 from ..thinkdiff_core import VisionLanguageModel
+from ..thinkdiff_core.downloads import ALIGNERS, VISION_MODELS, VLMS, KnownModel, download, offered, picked
 from ..thinkdiff_core.memory import WorkingMemory, fit_error
 from ..thinkdiff_core.precision import census, weight_bytes
 from .model_folders import (ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VISION_FOLDER_KEYS, VLM_FOLDER_KEYS,
     find_aligner_files, find_model_folders, find_vision_models, resolve_vision_model, resolve_vlm_folder)
+from .operations import token_callback
 
 Wrapped = TypeVar("Wrapped")
 
@@ -47,29 +51,40 @@ def _roots(keys: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(path for key in keys for path in folder_paths.get_folder_paths(key)))
 
 
+def _downloaded(model: KnownModel) -> Path:
+    """A picked download entry, fetched into the first folder ComfyUI has for its key: the node's progress bar follows
+    the bytes and Cancel stops the download."""
+    bar = comfy.utils.ProgressBar(1)
+    report = token_callback(model_management.throw_exception_if_processing_interrupted, bar.update_absolute)
+    return download(model, folder_paths.get_folder_paths(model.folder_key)[0], report)
+
+
 def list_vlm_folders() -> list[str]:
-    return find_model_folders(_roots(VLM_FOLDER_KEYS))
+    return offered(VLMS, find_model_folders(_roots(VLM_FOLDER_KEYS)))
 
 
 def vlm_folder_path(name: str) -> str:
-    return str(resolve_vlm_folder(_roots(VLM_FOLDER_KEYS), name))
+    known = picked(VLMS, name)
+    return str(_downloaded(known) if known else resolve_vlm_folder(_roots(VLM_FOLDER_KEYS), name))
 
 
 def list_vision_models() -> list[str]:
-    return find_vision_models(_roots(VISION_FOLDER_KEYS))
+    return offered(VISION_MODELS, find_vision_models(_roots(VISION_FOLDER_KEYS)))
 
 
 def vision_model_path(name: str) -> str:
-    return str(resolve_vision_model(_roots(VISION_FOLDER_KEYS), name))
+    known = picked(VISION_MODELS, name)
+    return str(_downloaded(known) if known else resolve_vision_model(_roots(VISION_FOLDER_KEYS), name))
 
 
 def list_aligner_files() -> list[str]:
     """Aligners only: models/thinkdiff/ may also hold BLIP-2 folders and vision files, which are not listed here."""
-    return find_aligner_files(_roots((ALIGNER_FOLDER_KEY,)))
+    return offered(ALIGNERS, find_aligner_files(_roots((ALIGNER_FOLDER_KEY,))))
 
 
 def aligner_path(name: str) -> str:
-    return folder_paths.get_full_path_or_raise(ALIGNER_FOLDER_KEY, name)
+    known = picked(ALIGNERS, name)
+    return str(_downloaded(known)) if known else folder_paths.get_full_path_or_raise(ALIGNER_FOLDER_KEY, name)
 
 
 class ThinkDiffModel(torch.nn.Module):

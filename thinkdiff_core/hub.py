@@ -3,8 +3,8 @@
 Every loader (VLM, BLIP-2 vision tower, aligner, FLUX, training's T5 decoder) asks here, so a mistyped
 folder is reported as a missing folder, never turned into a download attempt or a deep traceback.
 Whether a text is a Hub id is huggingface_hub's own check (`validate_repo_id`) plus an owner: every
-repo these loaders take is `owner/name`. huggingface_hub is imported when a download happens, so the
-tests can stand in for it.
+repo these loaders take is `owner/name`. huggingface_hub is imported only when a download happens. The
+loaders' own download entries (known models not on disk yet) are downloads.py's.
 """
 
 from __future__ import annotations

@@ -211,25 +211,23 @@ def read_vision_weights(path: str | os.PathLike[str], device: torch.device | str
                             f"models/clip_vision/, or pass its full path.")
 
 
-def download_vision_files(repo_id: str) -> Path:
-    """Fetch from a Hub BLIP-2 repo only what the tower needs, into the Hub cache; return the snapshot folder.
+def vision_files_after_index(index: Path) -> list[str]:
+    """What the tower is read from besides the shard index `index`: the preprocessing, only the shards the index
+    names for `vision_model.*` tensors (the language model's, most of blip2-flan-t5-xxl, are never fetched), and
+    config.json last, since a folder with it is what the vision loader lists as a BLIP-2 folder."""
+    weight_map = read_json_object(index).get("weight_map", {})
+    shards = sorted({shard for name, shard in weight_map.items() if name.startswith(VISION_PREFIX)})
+    return ["preprocessor_config.json", *shards, "config.json"]
 
-    `config.json`, `preprocessor_config.json`, the shard index, then only the shards the index names for
-    `vision_model.*` tensors: the language model's shards (most of blip2-flan-t5-xxl) are never downloaded.
-    Files already in the cache are not fetched again.
-    """
+
+def download_vision_files(repo_id: str) -> Path:
+    """Fetch from a Hub BLIP-2 repo only what the tower needs (`vision_files_after_index`), into the Hub cache; return
+    the snapshot folder. Files already in the cache are not fetched again."""
     fix = (f"Download the repo's config.json, preprocessor_config.json, {INDEX_FILE} and the shards that hold "
            f"{VISION_PREFIX}* where you have access, and pass the folder's local path.")
-
-    def fetch(filename: str) -> Path:
-        return download_file(repo_id, filename, fix)
-
-    index = fetch(INDEX_FILE)
-    fetch("config.json")
-    fetch("preprocessor_config.json")
-    weight_map = json.loads(index.read_text()).get("weight_map", {})
-    for shard in sorted({shard for name, shard in weight_map.items() if name.startswith(VISION_PREFIX)}):
-        fetch(shard)
+    index = download_file(repo_id, INDEX_FILE, fix)
+    for filename in vision_files_after_index(index):
+        download_file(repo_id, filename, fix)
     return index.parent
 
 
