@@ -19,17 +19,8 @@ from comfy.model_patcher import ModelPatcher
 from ..thinkdiff_core import VisionLanguageModel
 from ..thinkdiff_core.memory import WorkingMemory, fit_error
 from ..thinkdiff_core.precision import census, weight_bytes
-from .model_folders import (
-    ALIGNER_FOLDER_KEY,
-    ALIGNER_SUFFIXES,
-    VISION_FOLDER_KEYS,
-    VLM_FOLDER_KEYS,
-    find_aligner_files,
-    find_model_folders,
-    find_vision_models,
-    resolve_vision_model,
-    resolve_vlm_folder,
-)
+from .model_folders import (ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VISION_FOLDER_KEYS, VLM_FOLDER_KEYS,
+    find_aligner_files, find_model_folders, find_vision_models, resolve_vision_model, resolve_vlm_folder)
 
 Wrapped = TypeVar("Wrapped")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 from comfy_api.latest import io
 
 VLM = io.Custom("THINKDIFF_VLM")
@@ -15,7 +18,17 @@ CONDITIONING = "conditioning/thinkdiff"
 MAX_IMAGES = 16
 """Slots of the growing image lists (Reason, Encode Images)."""
 
-DTYPE_TOOLTIP = (
-    "Weight precision. auto: bf16 on CUDA (what the reference ran; fp16 if the GPU lacks bf16), fp16 on Apple MPS, "
-    "fp32 on the CPU.")
-"""Both loaders' `dtype` choice, resolved by `thinkdiff_core.devices.resolve_dtype`."""
+ADVANCED = {"advanced": True} if "advanced" in inspect.signature(io.Input.__init__).parameters else {}
+"""Folds an input most users never touch away, on ComfyUI releases that can (0.8.0 cannot: there it is nothing)."""
+
+
+def search_aliases(*aliases: str) -> dict[str, list[str]]:
+    """Other words the node search finds a node by, on ComfyUI releases whose schema takes them (0.8.0's does not)."""
+    fields = {field.name for field in dataclasses.fields(io.Schema)}
+    return {"search_aliases": list(aliases)} if "search_aliases" in fields else {}
+
+
+def image_list(tooltip: str) -> io.Autogrow.Input:
+    """The growing list of pictures the Reason and Encode Images nodes read, in slot order."""
+    return io.Autogrow.Input("images", tooltip=tooltip, template=io.Autogrow.TemplatePrefix(
+        io.Image.Input("image", tooltip=tooltip), prefix="image", min=1, max=MAX_IMAGES))

@@ -12,15 +12,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ..thinkdiff_core import (
-    GenerationSettings,
-    LoadedAligner,
-    ThinkDiffTokens,
-    VisionLanguageModel,
-    build_prompt,
-    merge_conditioning,
-    parse_words,
-)
+from ..thinkdiff_core import (GenerationSettings, LoadedAligner, ThinkDiffTokens, VisionLanguageModel, build_prompt,
+    merge_conditioning, parse_words)
 from ..thinkdiff_core.images import as_pil_list, limit_pixels
 from ..thinkdiff_core.memory import WorkingMemory, request_memory
 from ..thinkdiff_core.vision import VisionEncoder

@@ -29,12 +29,20 @@ def run_cli(work: Callable[[], object]) -> int:
     return 0
 
 
+def at_least(value: int, minimum: int) -> int:
+    """`value`, refused (ValueError) below `minimum`: a count of 0 is never quietly read as "use the default"."""
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type for counts and sizes: 0 or less is refused rather than read as 'use the default'."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    try:
+        return at_least(value, 1)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import logging
 import re
+from importlib import metadata
+
+from packaging.version import Version
+
+from .precision import MissingDependency
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
 """transformers `model_type` -> the family's name, for every supported VLM family."""
+
+MINIMUM_TRANSFORMERS = {"qwen2_vl": "4.57", "qwen2_5_vl": "4.57", "qwen3_vl": "4.57"}
+"""The oldest transformers each family runs on here. Qwen3-VL arrived in 4.57. Qwen2-VL (4.46) and Qwen2.5-VL (4.49)
+load on older releases, but under 4.56.2 a left-padded batch's features differ from single generations' (by ~1e-2),
+so 4.57 is their floor too. The pack itself and ThinkDiff-CLIP need only ComfyUI's own floor (nodes/environment.py):
+one family's needs never keep the rest of the pack from loading."""
 
 _ID_PATTERNS = (("qwen3_vl", re.compile(r"qwen3[-_.]?vl")), ("qwen2_5_vl", re.compile(r"qwen2[-_.]5[-_.]?vl")),
                 ("qwen2_vl", re.compile(r"qwen2[-_.]?vl")))
@@ -25,6 +36,18 @@ def family_from_id(model_id: str) -> str:
     """The family a model id names (`Qwen/Qwen2-VL-7B-Instruct` -> `qwen2_vl`), or "" when it names none."""
     name = model_id.lower()
     return next((family for family, pattern in _ID_PATTERNS if pattern.search(name)), "")
+
+
+def check_transformers(family: str, installed: str | None = None) -> None:
+    """Refuse a VLM family the installed transformers cannot load, naming both versions and the upgrade command."""
+    wanted = MINIMUM_TRANSFORMERS.get(family)
+    installed = installed or metadata.version("transformers")
+    if wanted and Version(installed) < Version(wanted):
+        raise MissingDependency(
+            f"{FAMILIES[family]} models need transformers >= {wanted}, but {installed} is installed. Run "
+            f'`python -m pip install "transformers>={wanted}"` with the Python that runs ComfyUI (or this tool), then '
+            f"restart it; the other VLM families and ThinkDiff-CLIP work with the installed version."
+        )
 
 
 def _checkpoint(model_id: str) -> str:

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoTokenizer, StoppingCriteria
 
-from .families import FAMILIES
+from .families import FAMILIES, check_transformers
 from .devices import compute_device
 from .files import check_safetensors_files, read_json_object
 from .hub import model_id_of, transformers_folder
@@ -81,6 +81,7 @@ def _check_model_type(folder: Path, trust_remote_code: bool) -> str:
             f"{folder.name} is a {model_type or 'unknown'!r} model; supported VLMs are "
             f"{', '.join(SUPPORTED_MODEL_TYPES.values())} ({', '.join(SUPPORTED_MODEL_TYPES)})."
         )
+    check_transformers(model_type)
     return model_type
 
 

@@ -21,17 +21,19 @@ from typing import Any, TypeVar
 
 import yaml
 
-from thinkdiff_core.cli import USER_ERRORS
+from thinkdiff_core.cli import USER_ERRORS, at_least
 
 PRESET_DIR = Path(__file__).parent / "presets"
 Config = TypeVar("Config")
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with help text (mutable defaults are copied per instance)."""
+def option(default: Any, help: str, minimum: int = 1) -> Any:
+    """A dataclass field with help text (mutable defaults are copied per instance). An int field is refused below
+    `minimum`: counts and sizes start at 1, and a field where 0 means something says so with `minimum=0`."""
+    metadata = {"help": help, "minimum": minimum}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def presets() -> list[str]:
@@ -74,8 +76,8 @@ def parse_value(text: str, kind: Any, name: str) -> Any:
         raise ValueError(f"--{name} expects {getattr(base, '__name__', base)}, got {text!r}.") from error
 
 
-def _coerce(value: Any, kind: Any, name: str) -> Any:
-    """Values from YAML/JSON checked (and ints widened to floats) against the field's type."""
+def _coerce(value: Any, kind: Any, name: str, minimum: int = 1) -> Any:
+    """Values from YAML/JSON checked (and ints widened to floats) against the field's type (and an int's minimum)."""
     base, optional = _scalar_type(kind)
     if value is None:
         if optional:
@@ -88,12 +90,18 @@ def _coerce(value: Any, kind: Any, name: str) -> Any:
     origin = typing.get_origin(base) or base
     if not isinstance(value, origin) or (origin is int and isinstance(value, bool)):
         raise ValueError(f"{name} must be {getattr(base, '__name__', base)}, got {value!r} ({type(value).__name__}).")
+    if origin is int:
+        try:
+            at_least(value, minimum)
+        except ValueError as error:
+            raise ValueError(f"{name} {error}.") from None
     return value
 
 
 def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Config:
     """Build `cls` from a (nested) dict, refusing unknown keys so typos do not pass silently."""
     types_ = _field_types(cls)
+    minimums = {f.name: f.metadata.get("minimum", 1) for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(types_))
     if unknown:
         known = ", ".join(prefix + k for k in types_)
@@ -106,7 +114,7 @@ def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Co
                 raise ValueError(f"{prefix}{key} is a section; give it as a mapping, got {value!r}.")
             kwargs[key] = from_dict(kind, value, f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, kind, prefix + key)
+            kwargs[key] = _coerce(value, kind, prefix + key, minimums[key])
     return cls(**kwargs)
 
 
@@ -254,7 +262,7 @@ class DataOptions:
                             "pattern (dir/{000000..000048}.tar) or a comma-separated list")
     eval: str = option("", "held-out data of the same kind and forms; empty: no held-out metrics")
     batch_size: int = option(32, "samples per process per micro-step (the reference: 32 per GPU)")
-    num_workers: int = option(2, "DataLoader worker processes per training process (0: load in the training process)")
+    num_workers: int = option(2, "DataLoader worker processes per training process (0: load in the training process)", minimum=0)
     shuffle_buffer: int = option(1000, "samples in each worker's shuffle buffer (the reference: 1000)")
     max_split: int = option(128, "lvlm: largest split point: the aligner sees tokens [:s], s uniform in "
                                  "[1, min(T-1, max_split)]")
@@ -277,7 +285,7 @@ class OptimOptions:
     lr: float = option(1e-4, "peak learning rate, reached at the end of warm-up")
     warmup_lr: float = option(1e-6, "learning rate at step 0; rises linearly to lr over warmup_steps")
     min_lr: float = option(8e-5, "learning rate the cosine reaches at max_steps")
-    warmup_steps: int = option(2000, "linear warm-up steps")
+    warmup_steps: int = option(2000, "linear warm-up steps", minimum=0)
     max_steps: int = option(200_000, "optimizer steps in total; the cosine spans them all (reference: 40 x 5000)")
     weight_decay: float = option(0.05, "AdamW weight decay on the aligner's matrices (biases and the norm get none)")
     beta1: float = option(0.9, "AdamW beta1")
@@ -289,15 +297,15 @@ class OptimOptions:
 @dataclasses.dataclass
 class RunOptions:
     output_dir: str = option("runs/thinkdiff-lvlm", "folder for checkpoints, logs and the exported aligner")
-    seed: int = option(42, "seed for the aligner's init, the data order and the split points")
+    seed: int = option(42, "seed for the aligner's init, the data order and the split points", minimum=0)
     mixed_precision: str = option("auto", "auto (bf16 on CUDA, none on CPU), bf16, fp16 or no")
     log_every: int = option(50, "steps between console log lines")
-    eval_every: int = option(1000, "steps between held-out evaluations (0: only at the end)")
-    save_every: int = option(1000, "steps between checkpoints (0: only at the end)")
+    eval_every: int = option(1000, "steps between held-out evaluations (0: only at the end)", minimum=0)
+    save_every: int = option(1000, "steps between checkpoints (0: only at the end)", minimum=0)
     keep_last: int = option(3, "checkpoints kept; older ones are deleted")
     tensorboard: bool = option(False, "also log to TensorBoard under output_dir/tensorboard")
     resume: bool = option(False, "continue from the latest checkpoint in output_dir (same data order, optimizer, schedule)")
-    show_samples: int = option(4, "decoded held-out samples printed at each evaluation")
+    show_samples: int = option(4, "decoded held-out samples printed at each evaluation", minimum=0)
 
 
 @dataclasses.dataclass

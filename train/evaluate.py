@@ -147,8 +147,8 @@ class EvalConfig:
     max_prefix_tokens: int = cfg.option(32, "CLIP: T5 tokens of the caption start (as in training)")
     max_target_tokens: int | None = cfg.option(None, "T5 tokens of each target; null: the variant's reference "
                                                      "value (LVLM 128, CLIP 32)")
-    seed: int = cfg.option(0, "seed of the held-out split points (and of an 'untrained' aligner)")
-    show: int = cfg.option(8, "greedy decodes printed next to their targets")
+    seed: int = cfg.option(0, "seed of the held-out split points (and of an 'untrained' aligner)", minimum=0)
+    show: int = cfg.option(8, "greedy decodes printed next to their targets", minimum=0)
 
 
 def run(config: EvalConfig) -> tuple[ProxyMetrics, str]:

@@ -82,11 +82,11 @@ class PrecomputeConfig:
     trust_remote_code: bool = cfg.option(False, "allow the VLM folder's own Python code (off unless you trust it)")
     batch_size: int = cfg.option(8, "images per batched generate call")
     folder_chunk: int = cfg.option(1000, "images per output shard when the source is a folder")
-    seed: int = cfg.option(42, "seed of the instruction choice and of the sampling (per batch)")
+    seed: int = cfg.option(42, "seed of the instruction choice and of the sampling (per batch)", minimum=0)
     temperature: float = cfg.option(0.6, "sampling temperature (the reference: 0.6; 0 = greedy)")
     top_p: float = cfg.option(0.9, "nucleus sampling top_p (the reference: 0.9)")
     max_new_tokens: int = cfg.option(256, "most tokens generated per image (the reference: 256)")
-    min_new_tokens: int = cfg.option(1, "fewest tokens generated per image (the reference: 1)")
+    min_new_tokens: int = cfg.option(1, "fewest tokens generated per image (the reference: 1)", minimum=0)
     feature_dtype: str = cfg.option("bf16", "stored feature dtype: bf16, fp16 or fp32")
     features: str = cfg.option("generated", "what the aligner will see: generated (the generated tokens' states, the "
                                             "paper), input (the prompt tokens' states: the paper's ablation, 0.016 on "
@@ -95,7 +95,7 @@ class PrecomputeConfig:
                                                              "reference's 16)")
     limit: int | None = cfg.option(None, "at most this many images per rank and run (smoke runs); the unit reaching "
                                          "it ends short")
-    rank: int | None = cfg.option(None, "this process's slice; null: $RANK (set by torchrun / accelerate launch) or 0")
+    rank: int | None = cfg.option(None, "this process's slice; null: $RANK (set by torchrun / accelerate launch) or 0", minimum=0)
     world_size: int | None = cfg.option(None, "number of slices; null: $WORLD_SIZE or 1")
 
 

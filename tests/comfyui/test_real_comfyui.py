@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from harness import PACK_FOLDER, status_messages  # noqa: E402  (tests/comfyui is on sys.path via conftest)
@@ -118,6 +120,21 @@ def test_the_widget_table_equals_the_real_schema(server, node_id):
     assert info["output"] == list(table.outputs)
     assert len(info["output_name"]) == len(info["output_tooltips"]) == len(table.outputs)
     assert all(len(tooltip) > 20 for tooltip in info["output_tooltips"])
+
+
+ADVANCED_INPUTS = {"ThinkDiffVLMLoader": {"trust_remote_code", "device"},
+                   "ThinkDiffReason": {"top_p", "min_new_tokens", "max_pixels"},
+                   "ThinkDiffConditioning": {"token_budget", "allow_other_vlm"}}
+
+
+def test_rarely_touched_inputs_are_advanced_where_this_comfyui_folds_them(server):
+    """Marked advanced only where the running ComfyUI's inputs take the flag (0.8.0's do not: the pack still loads)."""
+    io_source = (Path(os.environ["COMFYUI_DIR"]) / "comfy_api" / "latest" / "_io.py").read_text()
+    can_fold = "advanced: bool" in io_source
+    for node_id in OURS:
+        required = server.get(f"/object_info/{node_id}")[node_id]["input"]["required"]
+        marked = {name for name, (_, options) in required.items() if options.get("advanced")}
+        assert marked == (ADVANCED_INPUTS.get(node_id, set()) if can_fold else set()), node_id
 
 
 def test_socket_types_chain_the_loaders_through_the_token_sources_to_conditioning(server):

@@ -81,3 +81,20 @@ def test_no_config_prints_the_demo_hint(capsys):
 def test_clip_preset_names_missing_data(capsys):
     assert main(["--preset", "thinkdiff-clip"]) == 2
     assert "data.train is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section, key", [("data", "batch_size"), ("optim", "max_steps"), ("optim", "grad_accum"),
+                                          ("run", "keep_last"), ("run", "log_every"), ("data", "max_target_tokens")])
+def test_a_zero_count_is_refused_not_read_as_a_default(section, key, capsys):
+    with pytest.raises(ValueError, match=rf"{section}\.{key} must be at least 1, got 0"):
+        cfg.from_dict(TrainConfig, {section: {key: 0}})
+    assert main(["--preset", "thinkdiff-lvlm", f"--{section}.{key}", "0"]) == 2
+    assert f"error: {section}.{key} must be at least 1, got 0." in capsys.readouterr().err
+
+
+def test_zero_is_kept_where_it_means_something():
+    config = cfg.from_dict(TrainConfig, {"data": {"num_workers": 0}, "optim": {"warmup_steps": 0},
+                                         "run": {"eval_every": 0, "save_every": 0, "show_samples": 0, "seed": 0}})
+    assert (config.data.num_workers, config.optim.warmup_steps, config.run.eval_every, config.run.save_every) == (0,) * 4
+    with pytest.raises(ValueError, match=r"data\.num_workers must be at least 0, got -1"):
+        cfg.from_dict(TrainConfig, {"data": {"num_workers": -1}})
