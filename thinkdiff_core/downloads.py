@@ -3,12 +3,14 @@
 A loader lists what is on disk, then one entry per known model that is not there yet, marked
 `<name> (download from <repo>)` (`offered`). Listing never touches the network: only a picked entry
 (`download`) does, through huggingface_hub, with its console progress bar and `report(done, total)`
-in bytes for a UI. The files go to the loader's own models/ folder under the name the entry becomes,
+in bytes for a UI: as the bytes arrive with huggingface_hub >= 1.0, file by file with the 0.x that
+transformers 4 brings (its `hf_hub_download` takes no progress bar; `reports_within_files`). The files go to the loader's own models/ folder under the name the entry becomes,
 an ordinary local entry from then on; a model folder's config.json comes last, so the loaders list a
 folder only once it is complete. huggingface_hub keeps its bookkeeping in a hidden
 `.cache/huggingface/` beside the files (the loaders skip hidden folders): picked again after an
-interruption, the download skips every file already complete, and within a file it resumes a dropped
-connection where it broke off. Where the Hub cannot be reached (offline, `HF_HUB_OFFLINE`, no access)
+interruption, the download skips every file already complete. A connection dropped within a file is
+resumed where it broke off: within the same pick by huggingface_hub >= 1.0, on the next pick with 0.x
+(which ends this one with the error). Where the Hub cannot be reached (offline, `HF_HUB_OFFLINE`, no access)
 the error names the file, its URL and the folder to put it in.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 from .hub import TRANSFORMERS_FILES
@@ -103,16 +106,15 @@ class _Progress:
         return ReportingBar
 
 
-def _where_to_get(model: KnownModel, filename: str | None, folder: Path) -> str:
-    from huggingface_hub import constants, hf_hub_url
+@cache
+def reports_within_files() -> bool:
+    """Whether huggingface_hub's `hf_hub_download` takes a progress-bar class (>= 1.0), so progress (and a UI's
+    cancel) moves within a file and not only between files."""
+    import inspect
 
-    if filename is None:
-        what, url = f"the files of {model.repo_id}", f"{constants.ENDPOINT}/{model.repo_id}/tree/main"
-        if model.layout == "transformers":
-            what += f" ({', '.join(TRANSFORMERS_FILES)})"
-    else:
-        what, url = filename, hf_hub_url(model.repo_id, filename)
-    return f"Download {what} from {url} and put it in {folder}/, then refresh the model lists."
+    from huggingface_hub import hf_hub_download
+
+    return "tqdm_class" in inspect.signature(hf_hub_download).parameters
 
 
 def download(model: KnownModel, root: str | Path, report: Report | None = None) -> Path:
@@ -165,8 +167,9 @@ def _fetch(model: KnownModel, filename: str, folder: Path, progress: _Progress) 
     from huggingface_hub import hf_hub_download
 
     before = progress.done
+    bar = {"tqdm_class": progress.bar_class()} if reports_within_files() else {}
     try:
-        path = Path(hf_hub_download(model.repo_id, filename, local_dir=folder, tqdm_class=progress.bar_class()))
+        path = Path(hf_hub_download(model.repo_id, filename, local_dir=folder, **bar))
     except Exception as error:
         if error is progress.stopped_by:
             raise
@@ -176,6 +179,16 @@ def _fetch(model: KnownModel, filename: str, folder: Path, progress: _Progress) 
 
 
 def _failed(model: KnownModel, filename: str | None, folder: Path, error: Exception) -> str:
+    """What went wrong, and both ways on: pick the entry again, or fetch the file by hand."""
+    from huggingface_hub import constants, hf_hub_url
+
     details = str(error).strip().splitlines()[0][:300] if str(error).strip() else "no details"
+    if filename is None:
+        what, url = f"the files of {model.repo_id}", f"{constants.ENDPOINT}/{model.repo_id}/tree/main"
+        if model.layout == "transformers":
+            what += f" ({', '.join(TRANSFORMERS_FILES)})"
+    else:
+        what, url = filename, hf_hub_url(model.repo_id, filename)
     return (f"Could not download {filename or 'the file list'} of {model.label!r} from the Hugging Face Hub "
-            f"({type(error).__name__}: {details}). {_where_to_get(model, filename, folder)}")
+            f"({type(error).__name__}: {details}). Pick the entry again once the Hub can be reached: the files "
+            f"already complete are kept. Or download {what} from {url} and put it in {folder}/, then refresh the model lists.")

@@ -20,15 +20,39 @@ from hub_stand_in import StandInHub  # noqa: E402
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A running stand-in Hub that huggingface_hub talks to (and an empty Hub cache), online for this test only."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants, file_download
 
     stand_in = StandInHub()
+    template = stand_in.url + "/{repo_id}/resolve/{revision}/{filename}"
     monkeypatch.setattr(constants, "ENDPOINT", stand_in.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", stand_in.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)  # < 1.0 reads its copy
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    set_offline(monkeypatch, False)
     yield stand_in
     stand_in.close()
+    remake_sessions()  # after monkeypatch's undo, the next request gets a session made with the setting restored
+
+
+@pytest.fixture
+def offline(hub, monkeypatch) -> StandInHub:
+    """The stand-in Hub running, but huggingface_hub in offline mode (`HF_HUB_OFFLINE`)."""
+    set_offline(monkeypatch, True)
+    return hub
+
+
+def set_offline(monkeypatch, value: bool) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", value)
+    remake_sessions()
+
+
+def remake_sessions() -> None:
+    """huggingface_hub < 1.0 reads HF_HUB_OFFLINE when it makes an HTTP session, and keeps that session: drop it."""
+    from huggingface_hub import utils
+
+    getattr(utils, "reset_sessions", lambda: None)()
 
 
 @pytest.fixture(scope="session")

@@ -29,10 +29,7 @@ def test_a_repo_missing_on_the_hub_says_what_to_do(hub):
         VisionEncoder.from_pretrained(REPO, device="cpu")
 
 
-def test_offline_without_a_cache_says_what_to_do(hub, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+def test_offline_without_a_cache_says_what_to_do(offline):
     with pytest.raises(FileNotFoundError, match="pass the folder's local path"):
         VisionEncoder.from_pretrained("Salesforce/not-cached-here", device="cpu")
-    assert hub.requests == []
+    assert offline.requests == []
