@@ -2,7 +2,7 @@
 
 A user error (a bad option, a missing or damaged file, a destination that cannot be written) ends with
 one `error: ...` line on stderr and exit code 2, never a traceback; anything else is a bug and keeps its
-traceback.
+traceback. Every `--help` shows each option's default (`ShowsDefaults`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,20 @@ from .precision import MissingDependency
 
 USER_ERRORS = (ValueError, OSError, SafetensorError, NotImplementedError, MissingDependency)
 """OSError covers missing files, existing destinations, full disks and permissions."""
+
+
+class ShowsDefaults(argparse.HelpFormatter):
+    """Appends `(default: X)` to an option's help unless the help already speaks of its default, or there is none
+    worth showing (None, False, empty: the help says what leaving the option out does)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default in ([], "", argparse.SUPPRESS)
+        if nothing or "default" in text or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
 
 
 def run_cli(work: Callable[[], object]) -> int:

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from .checkpoint import convert_official, load_aligner
-from .cli import run_cli
+from .cli import ShowsDefaults, run_cli
 
 
 def _convert_aligner(args: argparse.Namespace) -> None:
@@ -33,14 +33,16 @@ def _convert_vision(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m thinkdiff_core.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m thinkdiff_core.convert", description=__doc__.splitlines()[0],
+                                     formatter_class=ShowsDefaults)
     commands = parser.add_subparsers(dest="command", required=True)
-    aligner = commands.add_parser("aligner", help="official .pth aligner -> our .safetensors")
+    aligner = commands.add_parser("aligner", help="official .pth aligner -> our .safetensors", formatter_class=ShowsDefaults)
     aligner.add_argument("source", help="official checkpoint, e.g. thinkdiff_lvlm.pth")
     aligner.add_argument("destination", help="output .safetensors path")
     aligner.add_argument("--overwrite", action="store_true", help="replace the destination if it exists")
     aligner.set_defaults(run=_convert_aligner)
-    vision = commands.add_parser("vision", help="BLIP-2 folder -> vision-only .safetensors (ThinkDiff-CLIP tower)")
+    vision = commands.add_parser("vision", help="BLIP-2 folder -> vision-only .safetensors (ThinkDiff-CLIP tower)",
+                                 formatter_class=ShowsDefaults)
     vision.add_argument("source", help="BLIP-2 model folder, e.g. models/thinkdiff/blip2-flan-t5-xxl")
     vision.add_argument("destination", help="output .safetensors path, e.g. models/clip_vision/blip2_vision.safetensors")
     vision.add_argument("--dtype", choices=["keep", "fp32", "fp16", "bf16"], default="keep",

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import LoadedAligner, load_aligner
-from .cli import positive_int, run_cli
+from .cli import ShowsDefaults, positive_int, run_cli
 from .files import check_writable_folder
 from .images import open_image, save_image
 from .pipeline import (
@@ -33,7 +33,9 @@ from .pipeline import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_STEPS, REFERENCE_T5_LENGTH, ThinkDiffPipeline, ThinkDiffRequest,
     resolve_aligner_file,
 )
+from .devices import DTYPES
 from .precision import PRECISIONS
+from .progress import token_bar
 from .prompts import PRESETS
 from .variants import SOURCES
 from .vision_files import BLIP2_HUB_ID
@@ -45,7 +47,9 @@ OFFICIAL_ALIGNERS = {"lvlm": OFFICIAL_LVLM_ALIGNER, "clip": OFFICIAL_CLIP_ALIGNE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m thinkdiff_core.generate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m thinkdiff_core.generate", description=__doc__.splitlines()[0],
+                                     formatter_class=ShowsDefaults)
+    defaults = GenerationSettings()
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument("--image", action="append", default=[],
                         help="a reference image; repeat for several (required, except with --tiny: then two plain "
@@ -68,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--flux", default=None, help=f"FLUX diffusers folder or Hub id (default {FLUX_DEV_ID})")
     models.add_argument("--tiny", action="store_true", help="build tiny random models offline (CPU smoke run); --vlm, --vision-encoder and --aligner may "
                              "name tiny ones of your own instead, such as python -m train.demo's")
-    models.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+    models.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="what FLUX and the aligner compute in (auto: bf16 on a GPU, fp32 on the CPU)")
     models.add_argument("--vlm-precision", default=None, choices=PRECISIONS,
                         help="the VLM's weights (default: --dtype); fp8 and nf4 store them quantized (about 1/2 and "
@@ -79,19 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "sequential: layer by layer (least memory, slowest)")
     models.add_argument("--trust-remote-code", action="store_true", help="allow the VLM folder's own Python code")
     sampling = parser.add_argument_group("sampling (reference defaults)")
-    sampling.add_argument("--seed", type=int, default=0, help="seeds the VLM's sampling and FLUX's noise")
+    sampling.add_argument("--seed", type=int, default=defaults.seed, help="seeds the VLM's sampling and FLUX's noise")
     sampling.add_argument("--steps", type=positive_int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS}; tiny {TINY_STEPS})")
-    sampling.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
+    sampling.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE, help="FLUX's distilled guidance scale")
     sampling.add_argument("--height", type=positive_int, default=None,
-                          help=f"default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP} (tiny {TINY_SIZE})")
+                          help=f"image height (default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP}, tiny {TINY_SIZE})")
     sampling.add_argument("--width", type=positive_int, default=None,
-                          help=f"default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP} (tiny {TINY_SIZE})")
+                          help=f"image width (default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP}, tiny {TINY_SIZE})")
     sampling.add_argument("--max-sequence-length", type=int, default=REFERENCE_T5_LENGTH,
                           help="CLIP: T5 tokens of the prompt, padding included (the reference's 128; FLUX allows 512)")
-    sampling.add_argument("--temperature", type=float, default=0.6, help="VLM sampling temperature (0: greedy)")
-    sampling.add_argument("--top-p", type=float, default=0.9)
-    sampling.add_argument("--max-new-tokens", type=positive_int, default=128)
-    sampling.add_argument("--min-new-tokens", type=int, default=None, help="default: --max-new-tokens (the reference)")
+    sampling.add_argument("--temperature", type=float, default=defaults.temperature, help="VLM sampling temperature (0: greedy)")
+    sampling.add_argument("--top-p", type=float, default=defaults.top_p, help="VLM nucleus sampling: the share of probability kept")
+    sampling.add_argument("--max-new-tokens", type=positive_int, default=defaults.max_new_tokens,
+                          help="the length of the VLM's answer in tokens")
+    sampling.add_argument("--min-new-tokens", type=int, default=None, help="the VLM answer's least length (default: --max-new-tokens, the reference)")
     return parser
 
 
@@ -159,9 +164,10 @@ def run(args: argparse.Namespace) -> Path:
                 **parts, dtype=args.dtype, vlm_precision=args.vlm_precision, device=args.device, offload=args.offload,
                 trust_remote_code=args.trust_remote_code, max_sequence_length=args.max_sequence_length)
         size = TINY_SIZE if args.tiny else None  # None: the variant's reference size
-        result = pipeline(request, settings, guidance_scale=args.guidance,
-                          num_inference_steps=args.steps or (TINY_STEPS if args.tiny else REFERENCE_STEPS),
-                          height=args.height or size, width=args.width or size)
+        with token_bar() as on_token:
+            result = pipeline(request, settings, guidance_scale=args.guidance, on_token=on_token,
+                              num_inference_steps=args.steps or (TINY_STEPS if args.tiny else REFERENCE_STEPS),
+                              height=args.height or size, width=args.width or size)
     if result.texts:
         print(f"VLM: {result.texts[0]}")
     written = save_image(result.images[0], out, overwrite=args.overwrite)

@@ -1,8 +1,10 @@
-"""Progress of transformers' own loading loops, for a UI: loading 16 GB from disk takes a while.
+"""Progress a user waits on: transformers' own loading loops, and the VLM's answer token by token.
 
 transformers >= 5 lets a caller wrap every progress bar it creates (`transformers.utils.logging.set_tqdm_hook`);
 inside `reporting_progress(report)` each bar still draws in the console as usual and also calls
 `report(done, total)` as it advances. Older transformers have no such hook: there the console bar is all.
+A 7B VLM writes its 128-token answer at a few tokens a second on a small card, so the command-line tools
+draw it as a console bar too (`token_bar`); the ComfyUI nodes feed the same `on_token` calls to the node's bar.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 Report = Callable[[int, int], None]
@@ -67,3 +70,23 @@ def reporting_progress(report: Report | None) -> Iterator[None]:
         yield
     finally:
         set_hook(previous)
+
+
+@contextlib.contextmanager
+def token_bar(desc: str = "VLM answer") -> Iterator[Report]:
+    """An `on_token(done, total)` that draws the VLM's new tokens as a console bar. The bar opens at the first
+    token, so a run without a VLM (ThinkDiff-CLIP) draws none, and is cleared when the answer is done (a tool
+    prints the answer itself; a benchmark answers batch after batch)."""
+    bar: tqdm | None = None
+
+    def on_token(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="token", leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        yield on_token
+    finally:
+        if bar is not None:
+            bar.close()

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from thinkdiff_core.devices import training_autocast
 from thinkdiff_core.checkpoint import AlignerInfo, LoadedAligner, load_aligner, save_aligner
+from thinkdiff_core.cli import ShowsDefaults
 
 from . import checkpoints
 from . import config as cfg
@@ -318,7 +319,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.align", description=__doc__.split("\n\n")[0],
-                                     epilog="Presets live in train/presets/ (each lists every option with a comment).")
+                                     epilog="Presets live in train/presets/ (each lists every option with a comment).",
+                                     formatter_class=ShowsDefaults)
     parser.add_argument("--demo", action="store_true", help="run the whole recipe offline on this CPU (~40 s): "
                         "tiny models, synthetic shapes, precompute, align, evaluate; with --model.variant clip the "
                         "CLIP recipe (~1 minute)")

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from thinkdiff_core.checkpoint import load_aligner
-from thinkdiff_core.cli import run_cli
+from thinkdiff_core.cli import ShowsDefaults, run_cli
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.testing.synthetic import COLOURS, SHAPES, ShapeSample, all_captions, shape_samples, write_image_folder
 from thinkdiff_core.testing.tiny import CORPUS, TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl, write_tiny_t5
@@ -297,7 +297,8 @@ def drawing_command(output: Path, aligner: str, clip: bool) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0],
+                                     formatter_class=ShowsDefaults)
     parser.add_argument("--output", type=Path, default=None,
                         help="new or empty folder for the images, stand-in models, features and run "
                              "(default: runs/demo-<time>)")

@@ -26,6 +26,7 @@ from contextlib import nullcontext
 import torch
 
 from thinkdiff_core.checkpoint import load_aligner
+from thinkdiff_core.cli import ShowsDefaults
 from thinkdiff_core.vision_files import BLIP2_HUB_ID
 from thinkdiff_core.devices import compute_device
 
@@ -178,10 +179,15 @@ def run(config: EvalConfig) -> tuple[ProxyMetrics, str]:
     return metrics, batches.SEEN
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=ShowsDefaults)
     cfg.add_arguments(parser, EvalConfig)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def work() -> str:
         config = cfg.resolve(EvalConfig, args)

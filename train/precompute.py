@@ -36,6 +36,8 @@ import torch
 import webdataset as wds
 from tqdm.auto import tqdm
 
+from thinkdiff_core.cli import ShowsDefaults
+from thinkdiff_core.devices import DTYPES
 from thinkdiff_core.files import write_atomic
 from thinkdiff_core.prompts import Prompt
 from thinkdiff_core.variants import FEATURE_SOURCES
@@ -65,9 +67,6 @@ BRIEF_INSTRUCTIONS = [
     "Write a clear prompt to guide a 2D diffusion model in recreating the image.",
 ]
 """The reference's brief instructions for the training-data answers (16, one drawn per image)."""
-
-FEATURE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
 
 @dataclasses.dataclass
 class PrecomputeConfig:
@@ -152,7 +151,7 @@ def _process_unit(vlm: VisionLanguageModel, unit: ImageUnit, config: PrecomputeC
     """Generate for every readable image of one unit and write its shard; returns the unit's stats."""
     settings = dict(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
                     min_new_tokens=config.min_new_tokens)
-    dtype = FEATURE_DTYPES[config.feature_dtype]
+    dtype = DTYPES[config.feature_dtype]
     written, skipped, tokens, pending, batch_index = 0, [], 0, [], 0
 
     def flush(writer: wds.TarWriter) -> None:
@@ -217,8 +216,8 @@ def run(config: PrecomputeConfig) -> dict:
     """Precompute this rank's units; returns totals (done, skipped units, images/s, unreadable images)."""
     if not config.images or not config.output:
         raise ValueError("give --images (tar shards or an image folder) and --output (a folder for the features).")
-    if config.feature_dtype not in FEATURE_DTYPES:
-        raise ValueError(f"feature_dtype must be one of {list(FEATURE_DTYPES)}, got {config.feature_dtype!r}.")
+    if config.feature_dtype not in DTYPES:
+        raise ValueError(f"feature_dtype must be one of {list(DTYPES)}, got {config.feature_dtype!r}.")
     if config.features not in FEATURE_SOURCES:
         raise ValueError(f"features must be one of {list(FEATURE_SOURCES)}, got {config.features!r}.")
     if config.batch_size < 1 or not config.instructions:
@@ -258,10 +257,15 @@ def run(config: PrecomputeConfig) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.precompute", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.precompute", description=__doc__.split("\n\n")[0],
+                                     formatter_class=ShowsDefaults)
     cfg.add_arguments(parser, PrecomputeConfig)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return cfg.run_tool(lambda: json.dumps(run(cfg.resolve(PrecomputeConfig, args)), indent=2))
 
 

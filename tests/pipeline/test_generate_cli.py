@@ -21,8 +21,9 @@ def test_tiny_run_writes_a_png_and_refuses_to_overwrite_it(tmp_path, colour_imag
             "--max-new-tokens", "12", "--steps", "2"]
 
     assert generate.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert printed.startswith("VLM: ") and f"wrote {out}" in printed
+    printed = capsys.readouterr()
+    assert printed.out.startswith("VLM: ") and f"wrote {out}" in printed.out
+    assert re.search(r"VLM answer: .*\| 0/12 ", printed.err)  # the answer's tokens as a console bar
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (64, 64)
     written = out.read_bytes()
@@ -61,8 +62,9 @@ def test_tiny_clip_run_writes_a_png(tmp_path, colour_images, capsys):
     out = tmp_path / "clip.png"
     assert generate.main(["--tiny", "--variant", "clip", "--image", str(a), "--image", str(b),
                           "--prompt", "a red cup on a blue box", "--out", str(out), "--steps", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "VLM:" not in printed and f"wrote {out}" in printed
+    printed = capsys.readouterr()
+    assert "VLM:" not in printed.out and f"wrote {out}" in printed.out
+    assert "VLM answer" not in printed.err  # no VLM, no token bar
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (64, 64)
 

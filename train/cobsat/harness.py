@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from thinkdiff_core.cli import positive_int, run_cli
+from thinkdiff_core.cli import ShowsDefaults, positive_int, run_cli
 from thinkdiff_core.files import check_writable_folder
 from thinkdiff_core.images import open_image, save_image
 from thinkdiff_core.pipeline import (
@@ -52,6 +52,7 @@ from thinkdiff_core.pipeline import (
     ThinkDiffPipeline, ThinkDiffRequest,
 )
 from thinkdiff_core.devices import DTYPES
+from thinkdiff_core.progress import token_bar
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
 from .layout import (clip_file, image_file, judge_settings_file, judgement_file, method_root, unjudged, write_json,
@@ -154,7 +155,8 @@ def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args:
         )
         requests = [request_for(case) for case in batch.cases]
         seeds = [seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases]
-        tokens = pipeline.feature_tokens(requests, settings)
+        with token_bar("VLM answers") as on_token:
+            tokens = pipeline.feature_tokens(requests, settings, on_token)
         for method in missing_methods(batch, out, args.methods):
             method_requests = requests if method != "thinkdiff+text" else [
                 replace(request, prompt=text_prompt(args.text_prompt, case)) for request, case in zip(requests, batch.cases)]
@@ -197,46 +199,51 @@ def clip_score(scorer: ClipScorer, cases: list[Case], out: Path) -> int:
 # --- report ---
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.cobsat", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train.cobsat", description=__doc__.splitlines()[0],
+                                     formatter_class=ShowsDefaults)
+    defaults = GenerationSettings()
     parser.add_argument("--cobsat-dir", type=Path, help="CoBSAT checkout with datasets/ and load_datasets/")
     parser.add_argument("--out", type=Path, required=True, help="run folder (images, judgements, reports)")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="the stages to run; generate, judge and clip skip what --out already holds")
     parser.add_argument("--tasks", nargs="+", type=int, default=list(TASKS), help="task ids 1..10")
-    parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS))
+    parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS), help="in-context examples per prompt")
     parser.add_argument("--num-prompts", type=positive_int, default=None, help="first N prompts per task (default 1000)")
-    parser.add_argument("--shard", type=int, default=0)
-    parser.add_argument("--num-shards", type=positive_int, default=1)
+    parser.add_argument("--shard", type=int, default=0, help="this process's share of the prompts, 0..--num-shards - 1")
+    parser.add_argument("--num-shards", type=positive_int, default=1, help="processes splitting the prompts (one per GPU)")
     parser.add_argument("--tiny", action="store_true", help="synthetic dataset + tiny models, offline (smoke run)")
     gen = parser.add_argument_group("generation")
     gen.add_argument("--vlm", default=None, help=f"VLM folder or Hub id (default {QWEN2_VL_ID})")
     gen.add_argument("--aligner", default=None, help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER})")
     gen.add_argument("--flux", default=None, help=f"FLUX folder or Hub id (default {FLUX_DEV_ID})")
-    gen.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
-    gen.add_argument("--device", default=None)
-    gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none")
+    gen.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                     help="what the models compute in (auto: bf16 on a GPU, fp32 on the CPU)")
+    gen.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
+                     help="model: whole models visit the GPU in turn; sequential: layer by layer")
     gen.add_argument("--methods", nargs="+", choices=METHODS, default=["thinkdiff"],
                      help="compared on the same prompts, seeds and VLM answers (see above)")
     gen.add_argument("--text-prompt", default="{word}",
                      help="thinkdiff+text: the text after the aligned answer; {word} is the query word")
-    gen.add_argument("--batch-size", type=positive_int, default=8)
-    gen.add_argument("--seed", type=int, default=GenerationSettings().seed)
-    gen.add_argument("--steps", type=positive_int, default=None, help=f"default {REFERENCE_STEPS}")
-    gen.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE)
-    gen.add_argument("--size", type=positive_int, default=None, help=f"default {REFERENCE_SIZE}")
-    gen.add_argument("--temperature", type=float, default=GenerationSettings().temperature)
-    gen.add_argument("--top-p", type=float, default=GenerationSettings().top_p)
+    gen.add_argument("--batch-size", type=positive_int, default=8, help="prompts the VLM answers and FLUX draws at once")
+    gen.add_argument("--seed", type=int, default=defaults.seed, help="the run's seed; each prompt's seeds derive from it")
+    gen.add_argument("--steps", type=positive_int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS})")
+    gen.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE, help="FLUX's distilled guidance scale")
+    gen.add_argument("--size", type=positive_int, default=None, help=f"image height and width (default {REFERENCE_SIZE})")
+    gen.add_argument("--temperature", type=float, default=defaults.temperature, help="VLM sampling temperature (0: greedy)")
+    gen.add_argument("--top-p", type=float, default=defaults.top_p, help="VLM nucleus sampling: the share of probability kept")
     gen.add_argument("--max-new-tokens", type=positive_int, default=None,
-                     help=f"default {GenerationSettings().max_new_tokens}")
-    gen.add_argument("--min-new-tokens", type=int, default=None, help="default: --max-new-tokens")
+                     help=f"the VLM answer's length in tokens (default {defaults.max_new_tokens})")
+    gen.add_argument("--min-new-tokens", type=int, default=None, help="the VLM answer's least length (default: --max-new-tokens)")
     jud = parser.add_argument_group("judge")
-    jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="default llava (qwen with --tiny)")
-    jud.add_argument("--judge-model", default=None, help=f"default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID}")
+    jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="the VQA model that reads each image (default llava, qwen with --tiny)")
+    jud.add_argument("--judge-model", default=None, help=f"its folder or Hub id (default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID})")
     jud.add_argument("--clip-model", default=None, help=f"CLIP for the similarity metric (default {CLIP_SCORE_ID})")
     jud.add_argument("--judge-dtype", default=None, choices=["auto", *DTYPES],
-                     help="default fp16 for llava (the benchmark's), --dtype for qwen")
+                     help="what the judge computes in (default fp16 for llava, the benchmark's; --dtype for qwen)")
     jud.add_argument("--judge-batch-size", type=positive_int, default=1,
                      help="images per judge call (default 1, as the benchmark; see bench/cobsat_judge_batching.py)")
-    jud.add_argument("--judge-max-new-tokens", type=positive_int, default=None, help="default 512 (the benchmark's)")
+    jud.add_argument("--judge-max-new-tokens", type=positive_int, default=None, help="the judge answer's length (default 512, the benchmark's)")
     return parser
 
 
