@@ -21,7 +21,8 @@
 - A test-only custom node standing in for ComfyUI's T5-XXL text encoders (whose loaders always build a
   full-size T5-XXL, too big for the test machines): it outputs conditioning of the shape each loader
   gives (`layout`): FLUX (256 x 4096 and pooled CLIP-L 768), SD3 (77 CLIP-L+G tokens zero-padded from
-  2048 to 4096, then 256 T5 tokens; pooled 2048) or T5 only (Chroma, LTX-Video: 256 x 4096 and a mask).
+  2048 to 4096, then 256 T5 tokens; pooled 2048) or T5 only (Chroma, LTX-Video: 256 x 4096 and an integer mask,
+  as their encoders give).
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ class StandInTextEncode:
         generator = torch.Generator().manual_seed(seed)
         cond = torch.randn(1, 256, width, generator=generator) * 0.1
         if layout == "t5":  # Chroma / LTX-Video: T5 only, a mask over the real tokens, no pooled vector
-            mask = torch.zeros(1, 256)
+            mask = torch.zeros(1, 256, dtype=torch.long)  # ComfyUI's T5 encoders give integer masks
             mask[:, :1 + len(text.split())] = 1
             return ([[cond, {{"pooled_output": None, "attention_mask": mask}}]],)
         if layout == "sd3":  # 77 CLIP-L+G tokens (2048 wide, zero-padded to the T5 width), then T5
