@@ -58,7 +58,7 @@ STAND_IN_VAES = {"sd3.5_large.safetensors": "taesd3"}
 def on_stand_ins(prompt: dict) -> dict:
     """The converted workflow with ComfyUI's text encoding swapped for the stand-in (the shape its loader gives),
     TAEF1 (TAESD3 for the SD3.5 checkpoint's own VAE), 64x64 (Kontext's picture scaled by core ImageScale instead of
-    FluxKontextImageScale), 3 steps."""
+    FluxKontextImageScale; LTX-Video's 97 frames cut to 9), 3 steps."""
     prompt = copy.deepcopy(prompt)
     for node_id, node in list(prompt.items()):
         inputs = node["inputs"]
@@ -71,8 +71,10 @@ def on_stand_ins(prompt: dict) -> dict:
             del prompt[node_id]
         elif node["class_type"] == "VAELoader":
             inputs["vae_name"] = "taef1"
-        elif node["class_type"] in ("EmptySD3LatentImage", "EmptyLTXVLatentVideo"):
+        elif node["class_type"] == "EmptySD3LatentImage":
             inputs.update(width=64, height=64)
+        elif node["class_type"] == "EmptyLTXVLatentVideo":  # 9 frames: two latent frames (LTX-Video packs 8 + 1)
+            inputs.update(width=64, height=64, length=9)
         elif node["class_type"] == "KSampler":
             inputs["steps"] = 3
         elif node["class_type"] == "FluxKontextImageScale":  # Kontext's ~1 MP picture: too slow on CPU
@@ -495,3 +497,62 @@ def test_the_chroma_workflow_runs_to_a_saved_png(server, api_workflows):
     assert "Requested to load Chroma" in log, log[-2000:]
     assert "unet missing" not in log and "unet unexpected" not in log
     print(f"\nchroma: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
+
+
+def _video_frames(path: Path) -> list:
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("name, mode", [("thinkdiff_clip_ltxv_video", "prepend"), ("thinkdiff_lvlm_ltxv_video", "replace")])
+def test_the_ltxv_workflows_run_to_a_saved_video(server, api_workflows, name, mode):
+    """LTX-Video 0.9.x: the tiny checkpoint (transformer + video VAE) under the official name, detected by ComfyUI as
+    LTXV; our Conditioning's aligned tokens (target ltxv: T5 only, the mask extended over them) go through
+    LTXVConditioning into KSampler, VAEDecode -> CreateVideo -> SaveVideo writes an MP4 of 9 64x64 frames. The same
+    prompt with our node taken out (the base conditioning straight into LTXVConditioning) gives other frames: the
+    aligned tokens reached the transformer's cross-attention."""
+    import time
+
+    import numpy
+
+    prompt = on_stand_ins(api_workflows[name])
+    conditioning = the_id(prompt, "ThinkDiffConditioning")
+    condition = prompt[conditioning]["inputs"]
+    assert (condition["mode"], condition["target"]) == (mode, "ltxv")
+    assert prompt[the_id(prompt, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"] == "ltx-video-2b-v0.9.5.safetensors"
+    ltxv_conditioning = the_id(prompt, "LTXVConditioning")
+    assert prompt[ltxv_conditioning]["inputs"]["positive"] == [conditioning, 0]
+    log_before = len(server.log())
+    started = time.monotonic()
+    prompt_id, entry = run(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    seconds = time.monotonic() - started
+    cached = set(status_messages(entry).get("execution_cached", {}).get("nodes", []))
+    assert conditioning not in cached
+    save = the_id(prompt, "SaveVideo")
+    (saved,) = entry["outputs"][save]["images"]
+    assert saved["subfolder"] == "video" and saved["filename"].startswith("ThinkDiff-LTXV")
+    assert saved["filename"].endswith(".mp4") and entry["outputs"][save]["animated"] == [True]
+    frames = _video_frames(server.output_dir / saved["subfolder"] / saved["filename"])
+    assert len(frames) == 9 and all(frame.shape == (64, 64, 3) for frame in frames)
+    assert max(int(frame.max()) - int(frame.min()) for frame in frames) > 0, "flat frames: the sampler produced no signal"
+    log = server.log()[log_before:]
+    if the_id(prompt, "CheckpointLoaderSimple") not in cached:  # loaded here, not by the other LTX-Video workflow
+        assert "model_type FLUX" in log and "Requested to load LTXV" in log, log[-2000:]
+        assert "Requested to load VideoVAE" in log, log[-2000:]
+    assert "unet missing" not in log and "unet unexpected" not in log and "Missing VAE keys" not in log
+    # Without our node: the base conditioning (the prompt's, or the empty prompt's) straight into LTXVConditioning.
+    without = copy.deepcopy(prompt)
+    without[ltxv_conditioning]["inputs"]["positive"] = condition["conditioning"]
+    del without[conditioning]
+    _, entry = run(server, without)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    (plain,) = entry["outputs"][save]["images"]
+    plain_frames = _video_frames(server.output_dir / plain["subfolder"] / plain["filename"])
+    assert len(plain_frames) == 9
+    difference = numpy.abs(numpy.stack(frames).astype(int) - numpy.stack(plain_frames).astype(int)).mean()
+    assert difference > 0, "the same video without ThinkDiff's tokens: they never reached the model"
+    print(f"\n{name}: {prompt_id} success in {seconds:.1f} s, saved {saved['subfolder']}/{saved['filename']} "
+          f"(9 frames, 64x64); without ThinkDiff the frames differ by {difference:.1f} / 255 on average")
