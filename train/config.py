@@ -4,7 +4,8 @@ Also the tools' shared command-line ending (`run_tool`): user errors become one 
 
 Every option lives in one dataclass field with its help text, so the config file, `--help` and the
 code cannot drift apart. Precedence, lowest first: defaults, `--preset NAME`, `--config FILE`, then
-`--section.key VALUE` flags. Nested sections become dotted flags (`--optim.lr 2e-4`).
+`--section.key VALUE` flags. Nested sections become dotted flags (`--optim.lr 2e-4`); a bare boolean flag
+(`--run.tensorboard`) means true; lists are `a,b` or `[a, b]`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,10 +28,11 @@ PRESET_DIR = Path(__file__).parent / "presets"
 Config = TypeVar("Config")
 
 
-def option(default: Any, help: str, minimum: int = 1) -> Any:
+def option(default: Any, help: str, minimum: int = 1, choices: Sequence[Any] = ()) -> Any:
     """A dataclass field with help text (mutable defaults are copied per instance). An int field is refused below
-    `minimum`: counts and sizes start at 1, and a field where 0 means something says so with `minimum=0`."""
-    metadata = {"help": help, "minimum": minimum}
+    `minimum`: counts and sizes start at 1, and a field where 0 means something says so with `minimum=0`. With
+    `choices`, a value (or each item of a list) outside them is refused, from a file as from a flag."""
+    metadata = {"help": help, "minimum": minimum, "choices": tuple(choices)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -69,15 +71,18 @@ def parse_value(text: str, kind: Any, name: str) -> Any:
             return False
         raise ValueError(f"--{name} expects true or false, got {text!r}.")
     if typing.get_origin(base) is list:
-        return yaml.safe_load(text) if text.strip().startswith("[") else [t for t in text.split(",") if t]
+        items = yaml.safe_load(text) if text.strip().startswith("[") else [t for t in text.split(",") if t]
+        item_kind = next(iter(typing.get_args(base)), str)
+        return [parse_value(item, item_kind, name) if isinstance(item, str) else item for item in items]
     try:
         return base(text)
     except ValueError as error:
         raise ValueError(f"--{name} expects {getattr(base, '__name__', base)}, got {text!r}.") from error
 
 
-def _coerce(value: Any, kind: Any, name: str, minimum: int = 1) -> Any:
-    """Values from YAML/JSON checked (and ints widened to floats) against the field's type (and an int's minimum)."""
+def _coerce(value: Any, kind: Any, name: str, minimum: int = 1, choices: Sequence[Any] = ()) -> Any:
+    """Values from YAML/JSON checked (and ints widened to floats) against the field's type, an int's minimum and the
+    field's choices; a list's items are checked one by one."""
     base, optional = _scalar_type(kind)
     if value is None:
         if optional:
@@ -90,6 +95,10 @@ def _coerce(value: Any, kind: Any, name: str, minimum: int = 1) -> Any:
     origin = typing.get_origin(base) or base
     if not isinstance(value, origin) or (origin is int and isinstance(value, bool)):
         raise ValueError(f"{name} must be {getattr(base, '__name__', base)}, got {value!r} ({type(value).__name__}).")
+    if origin is list and typing.get_args(base):
+        return [_coerce(item, typing.get_args(base)[0], name, minimum, choices) for item in value]
+    if choices and value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
     if origin is int:
         try:
             at_least(value, minimum)
@@ -101,7 +110,7 @@ def _coerce(value: Any, kind: Any, name: str, minimum: int = 1) -> Any:
 def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Config:
     """Build `cls` from a (nested) dict, refusing unknown keys so typos do not pass silently."""
     types_ = _field_types(cls)
-    minimums = {f.name: f.metadata.get("minimum", 1) for f in dataclasses.fields(cls)}
+    metadata = {f.name: f.metadata for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(types_))
     if unknown:
         known = ", ".join(prefix + k for k in types_)
@@ -114,7 +123,8 @@ def from_dict(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Co
                 raise ValueError(f"{prefix}{key} is a section; give it as a mapping, got {value!r}.")
             kwargs[key] = from_dict(kind, value, f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, kind, prefix + key, minimums[key])
+            kwargs[key] = _coerce(value, kind, prefix + key, metadata[key].get("minimum", 1),
+                                  metadata[key].get("choices", ()))
     return cls(**kwargs)
 
 
@@ -174,7 +184,8 @@ def _leaves(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Fie
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, with_presets: bool = False) -> None:
-    """`--config`, optionally `--preset`, and one `--section.key` flag per option with its help and default."""
+    """`--config`, optionally `--preset`, and one `--section.key` flag per option with its help, choices and
+    default (a boolean flag given bare means true)."""
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the options below")
     if with_presets:
         parser.add_argument("--preset", metavar="NAME",
@@ -189,9 +200,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, with_presets: bool
             value = getattr(value, part)
         base, _ = _scalar_type(kind)
         metavar = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(base, "LIST" if typing.get_origin(base) is list else "STR")
-        shown = value if not isinstance(value, list) or len(value) < 4 else f"[{len(value)} items]"
+        if isinstance(value, list):  # as the flag takes it, unless too long to read in a help line
+            shown = ",".join(map(str, value)) if len(str(value)) <= 40 else f"[{len(value)} items]"
+        else:
+            shown = value
+        choices = f"; one of {', '.join(map(str, f.metadata['choices']))}" if f.metadata.get("choices") else ""
+        bare = {"nargs": "?", "const": "true"} if base is bool else {}
         group.add_argument(f"--{name}", dest=f"set:{name}", metavar=metavar, default=argparse.SUPPRESS,
-                           help=f"{f.metadata.get('help', '')} (default: {shown})")
+                           help=f"{f.metadata.get('help', '')}{choices} (default: {shown})", **bare)
 
 
 def resolve(cls: type[Config], args: argparse.Namespace) -> Config:

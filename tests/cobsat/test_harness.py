@@ -6,8 +6,8 @@ import pytest
 
 from train.cobsat import harness as cobsat
 
-SMALL = ["--tiny", "--shots", "2", "--tasks", "1", "4", "--num-prompts", "2", "--batch-size", "2",
-         "--max-new-tokens", "6", "--judge-max-new-tokens", "4"]
+SMALL = ["--tiny", "--shots", "2", "--tasks", "1,4", "--num_prompts", "2", "--generation.batch_size", "2",
+         "--generation.max_new_tokens", "6", "--judge.max_new_tokens", "4"]
 
 
 def run(out, *extra):
@@ -61,7 +61,7 @@ def test_judging_more_with_another_judge_setting_is_refused(finished_run, tmp_pa
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
     next((out / "judgements").rglob("*.json")).unlink()
-    assert run(out, "--judge-max-new-tokens", "5") == 2
+    assert run(out, "--judge.max_new_tokens", "5") == 2
     error = capsys.readouterr().err
     assert "holds judgements made with other settings (max_new_tokens: 4 -> 5)" in error and "judge_qwen-tiny.json" in error
 
@@ -97,7 +97,7 @@ def test_a_lost_image_is_remade_identically_and_missing_images_count_as_wrong(fi
 def test_shards_split_the_work_and_make_the_same_images(finished_run, tmp_path, capsys):
     out = tmp_path / "sharded"
     for shard in (0, 1):
-        assert run(out, "--shard", str(shard), "--num-shards", "2") == 0
+        assert run(out, "--shard", str(shard), "--num_shards", "2") == 0
         printed = summary(capsys)
         assert printed["shard_prompts"] == "2" and printed["generated"] == "2"
     assert run(out, "--stages", "report") == 0
@@ -106,7 +106,7 @@ def test_shards_split_the_work_and_make_the_same_images(finished_run, tmp_path, 
 
 
 def test_other_settings_in_the_same_folder_are_refused(finished_run, capsys):
-    assert run(finished_run, "--steps", "3") == 2
+    assert run(finished_run, "--generation.steps", "3") == 2
     assert "steps: 2 -> 3" in capsys.readouterr().err
 
 
@@ -119,7 +119,7 @@ def test_report_refuses_unjudged_images(finished_run, tmp_path, capsys):
 
 def test_methods_compare_on_the_same_answers_and_seeds_side_by_side(tmp_path, capsys):
     out = tmp_path / "methods"
-    assert run(out, "--tasks", "1", "--methods", "thinkdiff", "vlm-text", "thinkdiff+text") == 0
+    assert run(out, "--tasks", "1", "--generation.methods", "thinkdiff,vlm-text,thinkdiff+text") == 0
     roots = {"thinkdiff": out, "vlm-text": out / "methods" / "vlm-text", "thinkdiff+text": out / "methods" / "thinkdiff+text"}
     records = {m: json.loads(next((root / "images" / "shot_2" / "task_1").glob("0_*.json")).read_text())
                for m, root in roots.items()}

@@ -1,5 +1,7 @@
 """Configuration: files, presets, command-line overrides, --help, and the hint without a config."""
 
+import argparse
+import dataclasses
 import json
 
 import pytest
@@ -90,3 +92,45 @@ def test_zero_is_kept_where_it_means_something():
     assert (config.data.num_workers, config.optim.warmup_steps, config.run.eval_every, config.run.save_every) == (0,) * 4
     with pytest.raises(ValueError, match=r"data\.num_workers must be at least 0, got -1"):
         cfg.from_dict(TrainConfig, {"data": {"num_workers": -1}})
+
+
+@dataclasses.dataclass
+class Picked:
+    mode: str = cfg.option("fast", "how", choices=("fast", "exact"))
+    stages: list[str] = cfg.option(["a", "b"], "which", choices=("a", "b", "c"))
+    counts: list[int] = cfg.option([1, 2], "how many")
+    verbose: bool = cfg.option(False, "talk")
+
+
+def picked(*flags):
+    parser = argparse.ArgumentParser()
+    cfg.add_arguments(parser, Picked)
+    return cfg.resolve(Picked, parser.parse_args(list(flags)))
+
+
+def test_choices_are_refused_outside_them_from_flags_and_files():
+    assert picked("--mode", "exact", "--stages", "c,a").stages == ["c", "a"]
+    with pytest.raises(ValueError, match=r"^mode must be one of fast, exact; got 'slow'\.$"):
+        picked("--mode", "slow")
+    with pytest.raises(ValueError, match=r"^stages must be one of a, b, c; got 'd'\.$"):
+        picked("--stages", "a,d")
+    with pytest.raises(ValueError, match="stages must be one of a, b, c; got 'd'"):
+        cfg.from_dict(Picked, {"stages": ["d"]})
+
+
+def test_list_items_take_the_fields_type_and_minimum():
+    assert picked("--counts", "3,4").counts == [3, 4] and picked("--counts", "[5, 6]").counts == [5, 6]
+    with pytest.raises(ValueError, match="--counts expects int, got 'x'"):
+        picked("--counts", "3,x")
+    with pytest.raises(ValueError, match="counts must be int, got 'x'"):
+        cfg.from_dict(Picked, {"counts": [1, "x"]})
+    with pytest.raises(ValueError, match="counts must be at least 1, got 0"):
+        picked("--counts", "0")
+
+
+def test_a_bare_boolean_flag_means_true_and_help_shows_choices_and_short_lists():
+    assert picked("--verbose").verbose is True and picked("--verbose", "false").verbose is False
+    parser = argparse.ArgumentParser()
+    cfg.add_arguments(parser, Picked)
+    text = " ".join(parser.format_help().split())
+    assert "how; one of fast, exact (default: fast)" in text and "(default: a,b)" in text

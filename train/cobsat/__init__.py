@@ -1,2 +1,3 @@
-"""The CoBSAT benchmark: its tasks and prompts (`tasks`), the judge (`judge`), and the harness that
-generates, judges and reports (`harness`, run as `python -m train.cobsat`)."""
+"""The CoBSAT benchmark: its tasks and prompts (`tasks`), the judge (`judge`), the options (`options`, declared
+like the training tools'), and the harness that generates, judges and reports (`harness`, run as
+`python -m train.cobsat`)."""

@@ -1,19 +1,24 @@
 """CoBSAT evaluation of ThinkDiff: generate, judge, report.
 
-    python -m train.cobsat --cobsat-dir ~/cobsat --out runs/cobsat --shots 2 4
+    python -m train.cobsat --cobsat_dir ~/cobsat --out runs/cobsat --shots 2,4
     python -m train.cobsat --tiny --out /tmp/cobsat-smoke          # offline smoke run on a synthetic folder
+    python -m train.cobsat --config cobsat.yaml --judge.kind qwen   # options from a file, then flags
 
-`--cobsat-dir` is a checkout of github.com/UW-Madison-Lee-Lab/CoBSAT (it holds the fixed prompt list
+Every option is a field of `CobsatConfig` (`options.py`), as in the training tools (`train.config`):
+sections are dotted flags (`--generation.steps 4`) and keys of the `--config` YAML/JSON file; lists are
+`a,b` or `[a, b]`; an option left at null takes the reference value (or the tiny run's with `--tiny`).
+
+`--cobsat_dir` is a checkout of github.com/UW-Madison-Lee-Lab/CoBSAT (it holds the fixed prompt list
 `load_datasets/prompts_list_default.json`) with the dataset's `datasets.zip` (Hugging Face dataset
 yzeng58/CoBSAT) unzipped into it as `datasets/`.
 
-Stages (`--stages`, default all three):
+Stages (`--stages`, default all four):
 - generate: one image per prompt through `ThinkDiffPipeline`, batched per task, written as
   `OUT/images/shot_{s}/task_{t}/{benchmark name}.jpg` (+ `.json` with the VLM's answer). Resumable:
-  a batch whose images all exist is skipped. Shardable: `--shard i --num-shards n` takes every n-th
+  a batch whose images all exist is skipped. Shardable: `--shard i --num_shards n` takes every n-th
   batch, so n processes (GPUs, nodes) split the work; the seeds depend on the prompt, not the shard.
 - judge: the two multiple-choice questions per image (LLaVA-1.5-13B as the benchmark runs it: fp16, one
-  image per call; or `--judge qwen`), saved per image under `OUT/judgements/{judge}/`, the judge's
+  image per call; or `--judge.kind qwen`), saved per image under `OUT/judgements/{judge}/`, the judge's
   settings in `OUT/judge_{judge}.json` (a later run with other settings is refused); resumable and
   shardable alike.
 - clip: the benchmark's secondary metric, CLIP ViT-B/32 similarity of each image to its target text
@@ -21,10 +26,10 @@ Stages (`--stages`, default all three):
 - report: per-task and average accuracy per shot count (a missing image counts as wrong), written as
   `OUT/report_{judge}.json` and `.md` next to the paper's numbers. Run it once, after all shards.
 
-Methods (`--methods`, any of them in one run, on the same prompts, seeds and VLM answers; the report
-puts them side by side): `thinkdiff` (the paper; files directly under OUT), `vlm-text` (the VLM's answer
-as a plain FLUX prompt) and `thinkdiff+text` (the aligned answer followed by the T5 text of
-`--text-prompt`, the reference's multi-image-input script), each under `OUT/methods/{method}/`.
+Methods (`--generation.methods`, any of them in one run, on the same prompts, seeds and VLM answers; the
+report puts them side by side): `thinkdiff` (the paper; files directly under OUT), `vlm-text` (the VLM's
+answer as a plain FLUX prompt) and `thinkdiff+text` (the aligned answer followed by the T5 text of
+`--generation.text_prompt`, the reference's multi-image-input script), each under `OUT/methods/{method}/`.
 
 The generation settings are recorded in `run.json` of each method's folder; a later run with other
 settings is refused rather than mixing two recipes in one folder.
@@ -44,26 +49,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from thinkdiff_core.cli import ShowsDefaults, positive_int, run_cli
+from thinkdiff_core.cli import ShowsDefaults
 from thinkdiff_core.files import check_writable_folder
 from thinkdiff_core.images import open_image, save_image
-from thinkdiff_core.pipeline import (
-    FLUX_DEV_ID, METHODS, OFFICIAL_LVLM_ALIGNER, OFFLOAD_MODES, QWEN2_VL_ID, REFERENCE_GUIDANCE, REFERENCE_SIZE, REFERENCE_STEPS,
-    ThinkDiffPipeline, ThinkDiffRequest,
-)
-from thinkdiff_core.devices import DTYPES
+from thinkdiff_core.pipeline import ThinkDiffPipeline, ThinkDiffRequest
 from thinkdiff_core.progress import token_bar
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel
 
+from .. import config as cfg
 from .layout import (clip_file, image_file, judge_settings_file, judgement_file, method_root, unjudged, write_json,
                      write_text)
 from .report import markdown, report
-from .tasks import SHOTS, TASKS, Case, build_cases, write_synthetic_dataset
+from .options import CobsatConfig, GenerationOptions, resolved
+from .tasks import Case, build_cases, write_synthetic_dataset
 from .clip_score import CLIP_SCORE_ID, ClipScorer
 from .judge import LLAVA_JUDGE_ID, QWEN_JUDGE_ID, Judge, LlavaJudge, QwenJudge, judge_images
-
-STAGES = ("generate", "judge", "clip", "report")
-TINY = {"num_prompts": 2, "size": 64, "steps": 2, "max_new_tokens": 16, "judge_max_new_tokens": 8}
 
 
 @dataclass(frozen=True)
@@ -93,23 +93,25 @@ def seed_for(base: int, *parts: int) -> int:
 
 
 def text_prompt(template: str, case: Case) -> str:
-    """`--text-prompt` for one case: `{word}` is its query word."""
+    """`--generation.text_prompt` for one case: `{word}` is its query word."""
     return template.format(word=case.words[-1])
 
 
 # --- generate ---
 
-def generation_config(args: argparse.Namespace, method: str = "thinkdiff") -> dict:
-    models = {"models": "tiny"} if args.tiny else {
-        "vlm": args.vlm, "aligner": args.aligner, "flux": args.flux, "dtype": args.dtype}
+def generation_config(config: CobsatConfig, method: str = "thinkdiff") -> dict:
+    """What `run.json` records (its keys are those of the first runs: existing folders stay resumable)."""
+    gen = config.generation
+    models = {"models": "tiny"} if config.tiny else {
+        "vlm": gen.vlm, "aligner": gen.aligner, "flux": gen.flux, "dtype": gen.dtype}
     if method != "thinkdiff":
         models["method"] = method
     if method == "thinkdiff+text":
-        models["text_prompt"] = args.text_prompt
+        models["text_prompt"] = gen.text_prompt
     return models | {
-        "seed": args.seed, "batch_size": args.batch_size, "steps": args.steps, "guidance": args.guidance,
-        "size": args.size, "temperature": args.temperature, "top_p": args.top_p,
-        "max_new_tokens": args.max_new_tokens, "min_new_tokens": args.min_new_tokens,
+        "seed": gen.seed, "batch_size": gen.batch_size, "steps": gen.steps, "guidance": gen.guidance,
+        "size": gen.size, "temperature": gen.temperature, "top_p": gen.top_p,
+        "max_new_tokens": gen.max_new_tokens, "min_new_tokens": gen.min_new_tokens,
     }
 
 
@@ -141,7 +143,7 @@ def unfinished(batches: list[Batch], out: Path, methods: list[str]) -> list[Batc
     return [b for b in batches if missing_methods(b, out, methods)]
 
 
-def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args: argparse.Namespace) -> int:
+def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, gen: GenerationOptions) -> int:
     """Generate the given batches, writing only images that do not exist yet; return how many were written.
 
     The VLM answers once per batch; every method that still misses an image of the batch makes its
@@ -150,18 +152,18 @@ def generate(pipeline: ThinkDiffPipeline, batches: list[Batch], out: Path, args:
     for batch in tqdm(batches, desc="generate", unit="batch"):
         first = batch.cases[0]
         settings = GenerationSettings(
-            seed=seed_for(args.seed, first.shot, first.task.id, first.index), temperature=args.temperature,
-            top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+            seed=seed_for(gen.seed, first.shot, first.task.id, first.index), temperature=gen.temperature,
+            top_p=gen.top_p, max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens,
         )
         requests = [request_for(case) for case in batch.cases]
-        seeds = [seed_for(args.seed, c.shot, c.task.id, c.index) for c in batch.cases]
+        seeds = [seed_for(gen.seed, c.shot, c.task.id, c.index) for c in batch.cases]
         with token_bar("VLM answers") as on_token:
             tokens = pipeline.feature_tokens(requests, settings, on_token)
-        for method in missing_methods(batch, out, args.methods):
+        for method in missing_methods(batch, out, gen.methods):
             method_requests = requests if method != "thinkdiff+text" else [
-                replace(request, prompt=text_prompt(args.text_prompt, case)) for request, case in zip(requests, batch.cases)]
-            inputs = pipeline.flux_inputs(tokens, method_requests, args.guidance, method)
-            images = pipeline.sample(inputs, seeds, args.steps, args.size, args.size, progress=False)
+                replace(request, prompt=text_prompt(gen.text_prompt, case)) for request, case in zip(requests, batch.cases)]
+            inputs = pipeline.flux_inputs(tokens, method_requests, gen.guidance, method)
+            images = pipeline.sample(inputs, seeds, gen.steps, gen.size, gen.size, progress=False)
             for case, request, image, text in zip(batch.cases, method_requests, images, tokens.texts):
                 target = image_file(method_root(out, method), case)
                 if target.is_file():
@@ -199,115 +201,51 @@ def clip_score(scorer: ClipScorer, cases: list[Case], out: Path) -> int:
 # --- report ---
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.cobsat", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m train.cobsat", description=__doc__.split("\n\n")[0],
                                      formatter_class=ShowsDefaults)
-    defaults = GenerationSettings()
-    parser.add_argument("--cobsat-dir", type=Path, help="CoBSAT checkout with datasets/ and load_datasets/")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (images, judgements, reports)")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
-                        help="the stages to run; generate, judge and clip skip what --out already holds")
-    parser.add_argument("--tasks", nargs="+", type=int, default=list(TASKS), help="task ids 1..10")
-    parser.add_argument("--shots", nargs="+", type=int, default=list(SHOTS), help="in-context examples per prompt")
-    parser.add_argument("--num-prompts", type=positive_int, default=None, help="first N prompts per task (default 1000)")
-    parser.add_argument("--shard", type=int, default=0, help="this process's share of the prompts, 0..--num-shards - 1")
-    parser.add_argument("--num-shards", type=positive_int, default=1, help="processes splitting the prompts (one per GPU)")
-    parser.add_argument("--tiny", action="store_true", help="synthetic dataset + tiny models, offline (smoke run)")
-    gen = parser.add_argument_group("generation")
-    gen.add_argument("--vlm", default=None, help=f"VLM folder or Hub id (default {QWEN2_VL_ID})")
-    gen.add_argument("--aligner", default=None, help=f"aligner file or <repo>/<file> (default {OFFICIAL_LVLM_ALIGNER})")
-    gen.add_argument("--flux", default=None, help=f"FLUX folder or Hub id (default {FLUX_DEV_ID})")
-    gen.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                     help="what the models compute in (auto: bf16 on a GPU, fp32 on the CPU)")
-    gen.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
-    gen.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
-                     help="model: whole models visit the GPU in turn; sequential: layer by layer")
-    gen.add_argument("--methods", nargs="+", choices=METHODS, default=["thinkdiff"],
-                     help="compared on the same prompts, seeds and VLM answers (see above)")
-    gen.add_argument("--text-prompt", default="{word}",
-                     help="thinkdiff+text: the text after the aligned answer; {word} is the query word")
-    gen.add_argument("--batch-size", type=positive_int, default=8, help="prompts the VLM answers and FLUX draws at once")
-    gen.add_argument("--seed", type=int, default=defaults.seed, help="the run's seed; each prompt's seeds derive from it")
-    gen.add_argument("--steps", type=positive_int, default=None, help=f"FLUX steps (default {REFERENCE_STEPS})")
-    gen.add_argument("--guidance", type=float, default=REFERENCE_GUIDANCE, help="FLUX's distilled guidance scale")
-    gen.add_argument("--size", type=positive_int, default=None, help=f"image height and width (default {REFERENCE_SIZE})")
-    gen.add_argument("--temperature", type=float, default=defaults.temperature, help="VLM sampling temperature (0: greedy)")
-    gen.add_argument("--top-p", type=float, default=defaults.top_p, help="VLM nucleus sampling: the share of probability kept")
-    gen.add_argument("--max-new-tokens", type=positive_int, default=None,
-                     help=f"the VLM answer's length in tokens (default {defaults.max_new_tokens})")
-    gen.add_argument("--min-new-tokens", type=int, default=None, help="the VLM answer's least length (default: --max-new-tokens)")
-    jud = parser.add_argument_group("judge")
-    jud.add_argument("--judge", choices=["llava", "qwen"], default=None, help="the VQA model that reads each image (default llava, qwen with --tiny)")
-    jud.add_argument("--judge-model", default=None, help=f"its folder or Hub id (default {LLAVA_JUDGE_ID} / {QWEN_JUDGE_ID})")
-    jud.add_argument("--clip-model", default=None, help=f"CLIP for the similarity metric (default {CLIP_SCORE_ID})")
-    jud.add_argument("--judge-dtype", default=None, choices=["auto", *DTYPES],
-                     help="what the judge computes in (default fp16 for llava, the benchmark's; --dtype for qwen)")
-    jud.add_argument("--judge-batch-size", type=positive_int, default=1,
-                     help="images per judge call (default 1, as the benchmark; see bench/cobsat_judge_batching.py)")
-    jud.add_argument("--judge-max-new-tokens", type=positive_int, default=None, help="the judge answer's length (default 512, the benchmark's)")
+    cfg.add_arguments(parser, CobsatConfig)
     return parser
 
 
-def resolve_defaults(args: argparse.Namespace) -> None:
-    """Fill the reference (or tiny) defaults and check the arguments that must agree."""
-    tiny = args.tiny
-    reference = {"num_prompts": 1000, "steps": REFERENCE_STEPS, "size": REFERENCE_SIZE,
-                 "max_new_tokens": GenerationSettings().max_new_tokens, "judge_max_new_tokens": 512}
-    for name, value in (TINY if tiny else reference).items():
-        if getattr(args, name) is None:  # only an option left out; a given value is checked by its argparse type
-            setattr(args, name, value)
-    args.min_new_tokens = args.max_new_tokens if args.min_new_tokens is None else args.min_new_tokens
-    args.judge = args.judge or ("qwen" if tiny else "llava")
-    if not 0 <= args.shard < args.num_shards:
-        raise ValueError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards}).")
-    given = [f"--{name.replace('_', '-')}" for name in ("vlm", "aligner", "flux", "judge_model", "clip_model")
-             if getattr(args, name) is not None]
-    if tiny and given:
-        raise ValueError(f"--tiny builds its own models; drop {', '.join(given)} or drop --tiny.")
-    args.vlm, args.aligner, args.flux = args.vlm or QWEN2_VL_ID, args.aligner or OFFICIAL_LVLM_ALIGNER, args.flux or FLUX_DEV_ID
-    if args.cobsat_dir is None and not args.tiny:
-        raise ValueError("--cobsat-dir is required (a CoBSAT checkout with datasets/), or use --tiny.")
-    if tiny and args.cobsat_dir is None:
-        args.cobsat_dir = args.out / "synthetic_cobsat"
-
-
-def judge_name(args: argparse.Namespace) -> str:
+def judge_name(config: CobsatConfig) -> str:
     """Judgements and reports are filed under the judge's name, so two judges never mix."""
-    default = QWEN_JUDGE_ID if args.judge == "qwen" else LLAVA_JUDGE_ID
-    return f"{args.judge}-{'tiny' if args.tiny else Path(args.judge_model or default).name}"
+    judge = config.judge
+    default = QWEN_JUDGE_ID if judge.kind == "qwen" else LLAVA_JUDGE_ID
+    return f"{judge.kind}-{'tiny' if config.tiny else Path(judge.model or default).name}"
 
 
-def load_judge(args: argparse.Namespace, tiny_vlm: Path | None) -> Judge:
-    name = judge_name(args)
-    if args.judge == "qwen":
-        source = tiny_vlm if tiny_vlm is not None else (args.judge_model or QWEN_JUDGE_ID)
-        dtype = "fp32" if tiny_vlm else (args.judge_dtype or args.dtype)
-        vlm = VisionLanguageModel.from_pretrained(source, dtype=dtype, device=args.device)
-        return QwenJudge(vlm, name, args.judge_max_new_tokens)
+def load_judge(config: CobsatConfig, tiny_vlm: Path | None) -> Judge:
+    name, judge, device = judge_name(config), config.judge, config.generation.device
+    if judge.kind == "qwen":
+        source = tiny_vlm if tiny_vlm is not None else (judge.model or QWEN_JUDGE_ID)
+        dtype = "fp32" if tiny_vlm else (judge.dtype or config.generation.dtype)
+        vlm = VisionLanguageModel.from_pretrained(source, dtype=dtype, device=device)
+        return QwenJudge(vlm, name, judge.max_new_tokens)
     if tiny_vlm is not None:
-        raise ValueError("--tiny judges with the tiny Qwen VLM; use --judge qwen (the default with --tiny).")
-    return LlavaJudge.from_pretrained(args.judge_model or LLAVA_JUDGE_ID, name, args.judge_dtype or "fp16",
-                                      args.device, args.judge_max_new_tokens, args.judge_batch_size)
+        raise ValueError("--tiny judges with the tiny Qwen VLM; use --judge.kind qwen (the default with --tiny).")
+    return LlavaJudge.from_pretrained(judge.model or LLAVA_JUDGE_ID, name, judge.dtype or "fp16", device,
+                                      judge.max_new_tokens, judge.batch_size)
 
 
-def text_methods(args: argparse.Namespace) -> bool:
+def text_methods(gen: GenerationOptions) -> bool:
     """Whether a method needs FLUX's T5 (the paper's alone never loads it)."""
-    return any(method != "thinkdiff" for method in args.methods)
+    return any(method != "thinkdiff" for method in gen.methods)
 
 
-def load_pipeline(args: argparse.Namespace, tiny_paths: dict[str, Path] | None) -> ThinkDiffPipeline:
+def load_pipeline(gen: GenerationOptions, tiny_paths: dict[str, Path] | None) -> ThinkDiffPipeline:
     if tiny_paths:
         return ThinkDiffPipeline.from_pretrained(tiny_paths["flux"], tiny_paths["aligner"], tiny_paths["vlm"],
-                                                 dtype="fp32", device="cpu", load_t5=text_methods(args))
-    return ThinkDiffPipeline.from_pretrained(args.flux, args.aligner, args.vlm, dtype=args.dtype, device=args.device,
-                                             offload=args.offload, load_t5=text_methods(args))
+                                                 dtype="fp32", device="cpu", load_t5=text_methods(gen))
+    return ThinkDiffPipeline.from_pretrained(gen.flux, gen.aligner, gen.vlm, dtype=gen.dtype, device=gen.device,
+                                             offload=gen.offload, load_t5=text_methods(gen))
 
 
-def clip_model(args: argparse.Namespace, workdir: Path) -> str | Path:
-    if args.tiny:
+def clip_model(config: CobsatConfig, workdir: Path) -> str | Path:
+    if config.tiny:
         from thinkdiff_core.testing.tiny import write_tiny_clip
 
         return write_tiny_clip(workdir / "clip-tiny")
-    return args.clip_model or CLIP_SCORE_ID
+    return config.judge.clip_model or CLIP_SCORE_ID
 
 
 def free_memory() -> None:
@@ -317,57 +255,58 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run(args: argparse.Namespace, workdir: Path) -> dict:
-    check_writable_folder(args.out, "--out")  # before any model loads: hours of images must have somewhere to go
-    resolve_defaults(args)
-    if args.tiny and not (args.cobsat_dir / "datasets").is_dir():
-        write_synthetic_dataset(args.cobsat_dir, num_prompts=max(args.num_prompts, 10))
-    cases = build_cases(args.cobsat_dir, args.tasks, args.shots, args.num_prompts)
-    batches = [b for b in make_batches(cases, args.batch_size) if b.number % args.num_shards == args.shard]
+def run(config: CobsatConfig, workdir: Path) -> dict:
+    """Run the chosen stages on a resolved config (`options.resolved`); return what was done."""
+    out = check_writable_folder(config.out, "--out")  # before any model loads: hours of images must have somewhere to go
+    cobsat_dir, gen = Path(config.cobsat_dir).expanduser(), config.generation
+    if config.tiny and not (cobsat_dir / "datasets").is_dir():
+        write_synthetic_dataset(cobsat_dir, num_prompts=max(config.num_prompts, 10))
+    cases = build_cases(cobsat_dir, config.tasks, config.shots, config.num_prompts)
+    batches = [b for b in make_batches(cases, gen.batch_size) if b.number % config.num_shards == config.shard]
     mine = [case for batch in batches for case in batch.cases]
     summary: dict = {"prompts": len(cases), "shard_prompts": len(mine), "generated": 0, "judged": 0}
     tiny_paths: dict[str, Path] = {}
 
     def tiny_models() -> dict[str, Path] | None:
         """Written on first use only: a run with nothing left to do loads no model at all."""
-        if args.tiny and not tiny_paths:
+        if config.tiny and not tiny_paths:
             from thinkdiff_core.testing.tiny_pipeline import write_tiny_thinkdiff
 
             tiny_paths.update(write_tiny_thinkdiff(workdir))
         return tiny_paths or None
 
-    if "generate" in args.stages:
-        for method in args.methods:
-            check_recorded(method_root(args.out, method) / "run.json", generation_config(args, method), "images")
-        todo = unfinished(batches, args.out, args.methods)
+    if "generate" in config.stages:
+        for method in gen.methods:
+            check_recorded(method_root(out, method) / "run.json", generation_config(config, method), "images")
+        todo = unfinished(batches, out, gen.methods)
         if todo:
-            summary["generated"] = generate(load_pipeline(args, tiny_models()), todo, args.out, args)
+            summary["generated"] = generate(load_pipeline(gen, tiny_models()), todo, out, gen)
             free_memory()
-    if "judge" in args.stages:
-        name = judge_name(args)
-        todo = {m: unjudged(mine, method_root(args.out, m), name) for m in args.methods}
+    if "judge" in config.stages:
+        name = judge_name(config)
+        todo = {m: unjudged(mine, method_root(out, m), name) for m in gen.methods}
         if any(todo.values()):
             tiny = tiny_models()
-            judge_model = load_judge(args, tiny["vlm"] if tiny else None)
-            check_recorded(judge_settings_file(args.out, judge_model.name), judge_model.settings, "judgements")
-            summary["judged"] = sum(judge(judge_model, cases_left, method_root(args.out, m), args.judge_batch_size)
+            judge_model = load_judge(config, tiny["vlm"] if tiny else None)
+            check_recorded(judge_settings_file(out, judge_model.name), judge_model.settings, "judgements")
+            summary["judged"] = sum(judge(judge_model, cases_left, method_root(out, m), config.judge.batch_size)
                                     for m, cases_left in todo.items() if cases_left)
             free_memory()
-    if "clip" in args.stages:
-        roots = [method_root(args.out, m) for m in args.methods]
+    if "clip" in config.stages:
+        roots = [method_root(out, m) for m in gen.methods]
         if any(image_file(r, c).is_file() and not clip_file(r, c).is_file() for r in roots for c in mine):
-            scorer = ClipScorer.from_pretrained(str(clip_model(args, workdir)), device=args.device)
+            scorer = ClipScorer.from_pretrained(str(clip_model(config, workdir)), device=gen.device)
             summary["clip_scored"] = sum(clip_score(scorer, mine, root) for root in roots)
             free_memory()
-    if "report" in args.stages:
-        if args.num_shards > 1:
+    if "report" in config.stages:
+        if config.num_shards > 1:
             print("report skipped: run --stages report once all shards have finished (without --shard).")
         else:
-            name = judge_name(args)
-            results = report(cases, args.out, name, args.methods)
-            write_json(args.out / f"report_{name}.json", results)
-            write_text(args.out / f"report_{name}.md", markdown(results))
-            summary["report"] = str(args.out / f"report_{name}.md")
+            name = judge_name(config)
+            results = report(cases, out, name, gen.methods)
+            write_json(out / f"report_{name}.json", results)
+            write_text(out / f"report_{name}.md", markdown(results))
+            summary["report"] = str(out / f"report_{name}.md")
             summary["averages"] = {m: {shot: round(r["average"], 4) for shot, r in table["shots"].items()}
                                    for m, table in results["methods"].items()}
     return summary
@@ -375,16 +314,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.tiny:
-        torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
 
-    def work() -> None:
+    def work() -> str:
+        config = resolved(cfg.resolve(CobsatConfig, args))
+        if config.tiny:
+            torch.set_num_threads(1)  # tiny models only lose time to thread hand-offs
         with tempfile.TemporaryDirectory(prefix="cobsat-tiny-") as workdir:
-            summary = run(args, Path(workdir))
-        for key, value in summary.items():
-            print(f"{key}: {value}")
+            summary = run(config, Path(workdir))
+        return "\n".join(f"{key}: {value}" for key, value in summary.items())
 
-    return run_cli(work)
+    return cfg.run_tool(work)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def load_prompt_list(cobsat_dir: Path) -> list[dict]:
     if path is None:
         raise FileNotFoundError(
             f"No prompt list in {cobsat_dir}: expected {PROMPT_LIST} (from github.com/UW-Madison-Lee-Lab/CoBSAT). "
-            f"--cobsat-dir is a CoBSAT checkout with the dataset unzipped into its datasets/ folder."
+            f"--cobsat_dir is a CoBSAT checkout with the dataset unzipped into its datasets/ folder."
         )
     entries = json.loads(path.read_text())
     for number, entry in enumerate(entries):
@@ -153,7 +153,7 @@ def build_cases(cobsat_dir: Path, tasks: list[int], shots: list[int], num_prompt
     """Every prompt of the chosen tasks and shot counts, in a fixed order (shot, task, index)."""
     entries = load_prompt_list(cobsat_dir)
     if num_prompts > len(entries):
-        raise ValueError(f"--num-prompts {num_prompts} but the prompt list has {len(entries)} entries.")
+        raise ValueError(f"--num_prompts {num_prompts} but the prompt list has {len(entries)} entries.")
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"Unknown CoBSAT task ids {unknown}; tasks are 1..10.")
