@@ -37,7 +37,8 @@ def comfy_base(tmp_path_factory) -> Path:
     """ComfyUI's base directory: custom_nodes (this pack + the stand-in node) and models. No input/ folder: the
     pack copies the workflows' shipped pictures there on start, as on a user's first start."""
     from safetensors.torch import save_file
-    from stand_ins import write_stand_in_node, write_taef1, write_tiny_chroma, write_tiny_flux, write_tiny_sd35
+    from stand_ins import (write_stand_in_node, write_taef1, write_tiny_chroma, write_tiny_flux, write_tiny_ltxv,
+                           write_tiny_sd35)
 
     from tests.tiny_files import write_official_aligner
     from thinkdiff_core.testing.tiny import TINY_BLIP2_VISION_WIDTH, write_tiny_blip2, write_tiny_qwen_vl
@@ -68,6 +69,8 @@ def comfy_base(tmp_path_factory) -> Path:
     write_taef1(models / "vae_approx", seed=2, name="taesd3")
     write_tiny_chroma(models / "diffusion_models" / "Chroma1-HD.safetensors")
     write_tiny_sd35(models / "checkpoints" / "sd3.5_large.safetensors")
+    # LTX-Video 0.9.x: transformer and video VAE in one checkpoint, laid out by the running ComfyUI's own classes
+    write_tiny_ltxv(models / "checkpoints" / "ltx-video-2b-v0.9.5.safetensors", Path(COMFYUI_DIR))
     (base / "extra_model_paths.yaml").write_text(f"thinkdiff_suite:\n    base_path: {base}\n    LLM: shared_llm\n")
     return base
 

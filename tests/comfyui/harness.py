@@ -6,6 +6,7 @@ folder (models, custom_nodes, input, output, user), so the checkout itself is ne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,32 @@ class ComfyServer:
                 raise RuntimeError(f"ComfyUI died while running {prompt_id}; log:\n{self.log()[-4000:]}")
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+async def watch_prompt(server: ComfyServer, prompt: dict, handle: Callable[[str, dict, Any], Awaitable[bool]],
+                       timeout: float = 300.0) -> str:
+    """Queue `prompt` as a browser does (over a websocket client) and pass each of its events to
+    `await handle(type, data, session)` until that returns True; `session` can post to the server meanwhile
+    (/interrupt). Returns the prompt id."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server.url.replace('http', 'ws')}/ws?clientId={server.client_id}") as socket:
+            async with session.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": server.client_id}) as answer:
+                assert answer.status == 200, await answer.text()
+                prompt_id = (await answer.json())["prompt_id"]
+
+            async def listen() -> None:
+                async for message in socket:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    event = json.loads(message.data)
+                    data = event.get("data", {})
+                    if data.get("prompt_id") in (None, prompt_id) and await handle(event["type"], data, session):
+                        return
+
+            await asyncio.wait_for(listen(), timeout)
+    return prompt_id
 
 
 def status_messages(entry: dict) -> dict[str, dict]:

@@ -13,6 +13,15 @@
   2 heads (~3 M parameters without the 192x192 position table); `context_embedder` reads 4096-wide
   text and `y_embedder` the 2048-wide pooled CLIP-L+G vector. It holds no VAE (the real file does):
   the suite decodes with TAESD3, like TAEF1 for FLUX.
+- LTX-Video 0.9.x: one checkpoint holding the transformer under `model.diffusion_model.` and the causal video VAE
+  under `vae.`, with the official file's `config` metadata (a JSON with "transformer" and "vae" sections, which
+  ComfyUI's detection and VAE loader read). The tensor names and shapes come from ComfyUI's own LTXVModel and
+  VideoVAE classes, built on the meta device in a child process of the running Python (with COMFYUI_DIR on its
+  path); the values are this file's. Transformer: 1 block, 2 heads x 32 (64 wide), `caption_projection` reading
+  4096-wide T5-XXL tokens, 128 latent channels; VAE: patch 4 and three 2x2x2 `compress_all` stages (the real
+  8x32x32 compression; ComfyUI fixes 128 latent channels and the 32x / 8x ratios) around one `res_x` block at the
+  128 channels the decoder's base width fixes, pixel norm, no timestep conditioning (~15 M parameters in all,
+  ~31 MB in bf16).
 - TAEF1 / TAESD3: the tiny FLUX / SD3 autoencoders' encoder/decoder files (models/vae_approx/), so
   VAELoader offers "taef1" and "taesd3". Every tensor gets explicit random values (ComfyUI leaves
   missing ones uninitialised).
@@ -21,11 +30,16 @@
 - A test-only custom node standing in for ComfyUI's T5-XXL text encoders (whose loaders always build a
   full-size T5-XXL, too big for the test machines): it outputs conditioning of the shape each loader
   gives (`layout`): FLUX (256 x 4096 and pooled CLIP-L 768), SD3 (77 CLIP-L+G tokens zero-padded from
-  2048 to 4096, then 256 T5 tokens; pooled 2048) or T5 only (Chroma, LTX-Video: 256 x 4096 and a mask).
+  2048 to 4096, then 256 T5 tokens; pooled 2048) or T5 only (Chroma, LTX-Video: 256 x 4096 and an integer mask,
+  as their encoders give).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -142,12 +156,14 @@ def write_tiny_sd35(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _random(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Small random weights, zero biases, unit norm scales: finite activations through every block."""
+def _random(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype,
+            ones: tuple[str, ...] = (".scale", ".ln_q.weight", ".ln_k.weight")) -> dict[str, torch.Tensor]:
+    """Small random weights, zero biases, unit norm scales (names ending in `ones`): finite activations through
+    every block."""
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, shape in shapes.items():
-        if name.endswith((".scale", ".ln_q.weight", ".ln_k.weight")):
+        if name.endswith(ones):
             tensors[name] = torch.ones(shape, dtype=dtype)
         elif name.endswith(".bias"):
             tensors[name] = torch.zeros(shape, dtype=dtype)
@@ -155,6 +171,61 @@ def _random(shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype) -
             fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
             tensors[name] = (torch.randn(shape, generator=generator) / fan_in ** 0.5).to(dtype)
     return tensors
+
+
+LTXV_CONFIG = {
+    "transformer": {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 32, "cross_attention_dim": 64,
+                    "caption_channels": 4096, "in_channels": 128},
+    "vae": {"_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3,
+            "latent_channels": 128,
+            "blocks": [["compress_all", 1], ["compress_all", 1], ["compress_all", 1], ["res_x", 1]],
+            "patch_size": 4, "norm_layer": "pixel_norm", "latent_log_var": "uniform", "use_quant_conv": False,
+            "causal_decoder": False, "timestep_conditioning": False, "scaling_factor": 1.0},
+}
+"""The tiny LTX-Video's `config` metadata: ComfyUI's detection takes the transformer section over what it reads from
+the shapes (which alone would give 32 heads of 2), its VAE loader builds the VAE from the vae section."""
+
+_LTXV_SHAPES_SCRIPT = """
+import json, sys
+from comfy.cli_args import args
+args.cpu = True  # a CPU-only torch: keep ComfyUI's device probe off CUDA
+import torch
+import comfy.ops
+from comfy.ldm.lightricks.model import LTXVModel
+from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+config = json.loads(sys.argv[1])
+with torch.device("meta"):
+    parts = {"model.diffusion_model.": LTXVModel(**config["transformer"], operations=comfy.ops.disable_weight_init),
+             "vae.": VideoVAE(config=config["vae"])}
+print(json.dumps({prefix + name: list(tensor.shape) for prefix, part in parts.items()
+                  for name, tensor in part.state_dict().items()}))
+"""
+
+
+def ltxv_shapes(comfyui_dir: Path, config: dict = LTXV_CONFIG) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of an LTX-Video checkpoint with `config`, as ComfyUI's own classes lay them out
+    (asked of a child process so that this one never imports ComfyUI's modules)."""
+    answer = subprocess.run([sys.executable, "-c", _LTXV_SHAPES_SCRIPT, json.dumps(config)], check=False,
+                            cwd=comfyui_dir, env={**os.environ, "PYTHONPATH": str(comfyui_dir)}, capture_output=True,
+                            text=True, timeout=300)
+    if answer.returncode != 0:
+        raise RuntimeError("building the LTX-Video stand-in's layout with ComfyUI's classes failed:\n"
+                           + answer.stderr[-3000:])
+    return {name: tuple(shape) for name, shape in json.loads(answer.stdout.strip().splitlines()[-1]).items()}
+
+
+def write_tiny_ltxv(path: Path, comfyui_dir: Path | None = None, seed: int = 0) -> Path:
+    """A checkpoint (models/checkpoints/) holding the transformer and the video VAE, `config` in its metadata."""
+    comfyui_dir = Path(comfyui_dir or os.environ["COMFYUI_DIR"])
+    shapes = ltxv_shapes(comfyui_dir)
+    # unit q/k RMS norms and VAE latent spreads; zero latent means (and the unused statistics rows)
+    tensors = _random(shapes, seed, torch.bfloat16, ones=("_norm.weight", "std-of-means", "mean-of-stds"))
+    for name in shapes:
+        if name.endswith(("mean-of-means", "per_channel_statistics.channel")):
+            tensors[name] = torch.zeros(shapes[name], dtype=torch.bfloat16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"config": json.dumps(LTXV_CONFIG)})
+    return path
 
 
 def write_tiny_flux(path: Path, context_width: int = 4096, seed: int = 0) -> Path:
@@ -231,7 +302,7 @@ class StandInTextEncode:
         generator = torch.Generator().manual_seed(seed)
         cond = torch.randn(1, 256, width, generator=generator) * 0.1
         if layout == "t5":  # Chroma / LTX-Video: T5 only, a mask over the real tokens, no pooled vector
-            mask = torch.zeros(1, 256)
+            mask = torch.zeros(1, 256, dtype=torch.long)  # ComfyUI's T5 encoders give integer masks
             mask[:, :1 + len(text.split())] = 1
             return ([[cond, {{"pooled_output": None, "attention_mask": mask}}]],)
         if layout == "sd3":  # 77 CLIP-L+G tokens (2048 wide, zero-padded to the T5 width), then T5

@@ -8,12 +8,11 @@ ordinary local entry from then on. A server of its own (HF_ENDPOINT set, models/
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
 import pytest
-from harness import PACK_FOLDER, ComfyServer  # noqa: E402  (tests/comfyui is on sys.path via conftest)
+from harness import PACK_FOLDER, ComfyServer, watch_prompt  # noqa: E402  (tests/comfyui is on sys.path via conftest)
 
 from tests.downloads.hub_stand_in import StandInHub
 from tests.tiny_files import write_official_aligner
@@ -51,31 +50,19 @@ def options(server, node_id: str, name: str) -> list[str]:
     return server.get(f"/object_info/{node_id}")[node_id]["input"]["required"][name][1]["options"]
 
 
-async def _run_collecting_progress(server, prompt: dict, timeout: float = 300) -> dict:
-    import aiohttp
-
+def _run_collecting_progress(server, prompt: dict) -> dict:
+    """Run `prompt`, keeping node 1's progress messages and how it ended."""
     seen: dict = {"progress": [], "ended": None}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{server.url.replace('http', 'ws')}/ws?clientId={server.client_id}") as socket:
-            async with session.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": server.client_id}) as answer:
-                assert answer.status == 200, await answer.text()
-                prompt_id = (await answer.json())["prompt_id"]
 
-            async def listen() -> None:
-                async for message in socket:
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    event = json.loads(message.data)
-                    data = event.get("data", {})
-                    if data.get("prompt_id") not in (None, prompt_id):
-                        continue
-                    if event["type"] == "progress" and data["node"] == "1":
-                        seen["progress"].append((data["value"], data["max"]))
-                    elif event["type"] in ("execution_success", "execution_error"):
-                        seen["ended"] = event["type"], data
-                        return
+    async def handle(kind: str, data: dict, session) -> bool:
+        if kind == "progress" and data["node"] == "1":
+            seen["progress"].append((data["value"], data["max"]))
+        elif kind in ("execution_success", "execution_error"):
+            seen["ended"] = kind, data
+            return True
+        return False
 
-            await asyncio.wait_for(listen(), timeout)
+    asyncio.run(watch_prompt(server, prompt, handle))
     return seen
 
 
@@ -90,7 +77,7 @@ def test_a_picked_download_entry_downloads_with_progress_and_becomes_a_local_ent
 
     prompt = {"1": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": ALIGNER_ENTRY}},
               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
-    seen = asyncio.run(_run_collecting_progress(server, prompt))
+    seen = _run_collecting_progress(server, prompt)
     assert seen["ended"][0] == "execution_success", seen["ended"]
 
     source = hub.repos["Mifucius/ThinkDiff"] / "thinkdiff_lvlm.pth"

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from harness import PACK_FOLDER, status_messages  # noqa: E402  (tests/comfyui is on sys.path via conftest)
+from harness import PACK_FOLDER, status_messages, watch_prompt  # noqa: E402  (tests/comfyui is on sys.path via conftest)
 from PIL import Image
 from stand_ins import STAND_IN_NODE_ID
 
@@ -58,7 +58,7 @@ STAND_IN_VAES = {"sd3.5_large.safetensors": "taesd3"}
 def on_stand_ins(prompt: dict) -> dict:
     """The converted workflow with ComfyUI's text encoding swapped for the stand-in (the shape its loader gives),
     TAEF1 (TAESD3 for the SD3.5 checkpoint's own VAE), 64x64 (Kontext's picture scaled by core ImageScale instead of
-    FluxKontextImageScale), 3 steps."""
+    FluxKontextImageScale; LTX-Video's 97 frames cut to 9), 3 steps."""
     prompt = copy.deepcopy(prompt)
     for node_id, node in list(prompt.items()):
         inputs = node["inputs"]
@@ -71,8 +71,10 @@ def on_stand_ins(prompt: dict) -> dict:
             del prompt[node_id]
         elif node["class_type"] == "VAELoader":
             inputs["vae_name"] = "taef1"
-        elif node["class_type"] in ("EmptySD3LatentImage", "EmptyLTXVLatentVideo"):
+        elif node["class_type"] == "EmptySD3LatentImage":
             inputs.update(width=64, height=64)
+        elif node["class_type"] == "EmptyLTXVLatentVideo":  # 9 frames: two latent frames (LTX-Video packs 8 + 1)
+            inputs.update(width=64, height=64, length=9)
         elif node["class_type"] == "KSampler":
             inputs["steps"] = 3
         elif node["class_type"] == "FluxKontextImageScale":  # Kontext's ~1 MP picture: too slow on CPU
@@ -360,39 +362,26 @@ def test_mixing_variants_is_an_execution_error_naming_the_fix(server, api_workfl
     print(f"\n{name} with {aligner} -> execution_error: {error['exception_message'][:200]}")
 
 
-async def _interrupt_once_generating(server, prompt: dict, node_id: str, after: int, timeout: float = 300) -> dict:
+async def _interrupt_once_generating(server, prompt: dict, node_id: str, after: int) -> dict:
     """Queue `prompt`, POST /interrupt once `node_id` reported `after` tokens, return what the websocket said."""
-    import aiohttp
-
     seen: dict = {"progress": [], "interrupted": None, "ended": None}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{server.url.replace('http', 'ws')}/ws?clientId={server.client_id}") as socket:
-            async with session.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": server.client_id}) as answer:
-                assert answer.status == 200, await answer.text()
-                seen["prompt_id"] = (await answer.json())["prompt_id"]
 
-            async def listen() -> None:
-                async for message in socket:
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    event = json.loads(message.data)
-                    data = event.get("data", {})
-                    if data.get("prompt_id") not in (None, seen["prompt_id"]):
-                        continue
-                    if event["type"] == "progress" and data["node"] == node_id:
-                        seen["progress"].append((data["value"], data["max"]))
-                        if data["value"] >= after and not seen.get("asked"):
-                            seen["asked"] = True
-                            async with session.post(f"{server.url}/interrupt", json={}) as interrupt:
-                                assert interrupt.status == 200
-                    elif event["type"] == "execution_interrupted":
-                        seen["interrupted"] = data
-                        return
-                    elif event["type"] in ("execution_success", "execution_error"):
-                        seen["ended"] = event["type"]
-                        return
+    async def handle(kind: str, data: dict, session) -> bool:
+        if kind == "progress" and data["node"] == node_id:
+            seen["progress"].append((data["value"], data["max"]))
+            if data["value"] >= after and not seen.get("asked"):
+                seen["asked"] = True
+                async with session.post(f"{server.url}/interrupt", json={}) as interrupt:
+                    assert interrupt.status == 200
+        elif kind == "execution_interrupted":
+            seen["interrupted"] = data
+            return True
+        elif kind in ("execution_success", "execution_error"):
+            seen["ended"] = kind
+            return True
+        return False
 
-            await asyncio.wait_for(listen(), timeout)
+    seen["prompt_id"] = await watch_prompt(server, prompt, handle)
     return seen
 
 
@@ -450,15 +439,11 @@ def test_the_kontext_workflow_edits_the_picture_by_the_vlm_answer(server, api_wo
     print(f"\nkontext edit: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
 
 
-def test_the_sd35_workflow_runs_to_a_saved_png(server, api_workflows):
-    """SD3.5: the tiny MMDiT checkpoint under the official name, detected by ComfyUI as SD3 (ModelSamplingSD3 and
-    KSampler with real CFG); the pictures' aligned tokens go into the T5 segment before the prompt's own, the
-    77-token CLIP-L+G segment and the 2048-wide pooled vector kept."""
+def run_to_a_saved_png(server, prompt: dict) -> tuple[str, float, dict, str]:
+    """Run `prompt` and check it saved one 64x64 PNG that is not flat; returns the prompt id, the seconds it took,
+    SaveImage's entry and what the server logged meanwhile."""
     import time
 
-    prompt = on_stand_ins(api_workflows["thinkdiff_clip_sd35"])
-    condition = prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]
-    assert (condition["mode"], condition["target"]) == ("prepend", "sd3")
     log_before = len(server.log())
     started = time.monotonic()
     prompt_id, entry = run(server, prompt)
@@ -468,7 +453,17 @@ def test_the_sd35_workflow_runs_to_a_saved_png(server, api_workflows):
     with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
         assert image.format == "PNG" and image.size == (64, 64)
         assert max(hi - lo for lo, hi in image.getextrema()) > 0, "a flat image: the sampler produced no signal"
-    log = server.log()[log_before:]
+    return prompt_id, seconds, saved, server.log()[log_before:]
+
+
+def test_the_sd35_workflow_runs_to_a_saved_png(server, api_workflows):
+    """SD3.5: the tiny MMDiT checkpoint under the official name, detected by ComfyUI as SD3 (ModelSamplingSD3 and
+    KSampler with real CFG); the pictures' aligned tokens go into the T5 segment before the prompt's own, the
+    77-token CLIP-L+G segment and the 2048-wide pooled vector kept."""
+    prompt = on_stand_ins(api_workflows["thinkdiff_clip_sd35"])
+    condition = prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]
+    assert (condition["mode"], condition["target"]) == ("prepend", "sd3")
+    prompt_id, seconds, saved, log = run_to_a_saved_png(server, prompt)
     assert "model_type FLOW" in log and "Requested to load SD3" in log, log[-2000:]
     assert "unet missing" not in log and "unet unexpected" not in log
     print(f"\nsd3.5: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
@@ -477,21 +472,69 @@ def test_the_sd35_workflow_runs_to_a_saved_png(server, api_workflows):
 def test_the_chroma_workflow_runs_to_a_saved_png(server, api_workflows):
     """Chroma: the 1+1-block stand-in under the official name, detected by ComfyUI as Chroma; the VLM's aligned
     answer is the whole T5 prompt (replace on the masked, T5-only base), real CFG against a negative prompt."""
-    import time
-
     prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_chroma"])
     condition = prompt[the_id(prompt, "ThinkDiffConditioning")]["inputs"]
     assert (condition["mode"], condition["target"]) == ("replace", "chroma")
+    prompt_id, seconds, saved, log = run_to_a_saved_png(server, prompt)
+    assert "Requested to load Chroma" in log, log[-2000:]
+    assert "unet missing" not in log and "unet unexpected" not in log
+    print(f"\nchroma: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
+
+
+def _video_frames(path: Path) -> list:
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("name, mode", [("thinkdiff_clip_ltxv_video", "prepend"), ("thinkdiff_lvlm_ltxv_video", "replace")])
+def test_the_ltxv_workflows_run_to_a_saved_video(server, api_workflows, name, mode):
+    """LTX-Video 0.9.x: the tiny checkpoint (transformer + video VAE) under the official name, detected by ComfyUI as
+    LTXV; our Conditioning's aligned tokens (target ltxv: T5 only, the mask extended over them) go through
+    LTXVConditioning into KSampler, VAEDecode -> CreateVideo -> SaveVideo writes an MP4 of 9 64x64 frames. The same
+    prompt with our node taken out (the base conditioning straight into LTXVConditioning) gives other frames: the
+    aligned tokens reached the transformer's cross-attention."""
+    import time
+
+    import numpy
+
+    prompt = on_stand_ins(api_workflows[name])
+    conditioning = the_id(prompt, "ThinkDiffConditioning")
+    condition = prompt[conditioning]["inputs"]
+    assert (condition["mode"], condition["target"]) == (mode, "ltxv")
+    assert prompt[the_id(prompt, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"] == "ltx-video-2b-v0.9.5.safetensors"
+    ltxv_conditioning = the_id(prompt, "LTXVConditioning")
+    assert prompt[ltxv_conditioning]["inputs"]["positive"] == [conditioning, 0]
     log_before = len(server.log())
     started = time.monotonic()
     prompt_id, entry = run(server, prompt)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
     seconds = time.monotonic() - started
-    (saved,) = entry["outputs"][the_id(prompt, "SaveImage")]["images"]
-    with Image.open(server.output_dir / saved["subfolder"] / saved["filename"]) as image:
-        assert image.format == "PNG" and image.size == (64, 64)
-        assert max(hi - lo for lo, hi in image.getextrema()) > 0, "a flat image: the sampler produced no signal"
+    cached = set(status_messages(entry).get("execution_cached", {}).get("nodes", []))
+    assert conditioning not in cached
+    save = the_id(prompt, "SaveVideo")
+    (saved,) = entry["outputs"][save]["images"]
+    assert saved["subfolder"] == "video" and saved["filename"].startswith("ThinkDiff-LTXV")
+    assert saved["filename"].endswith(".mp4") and entry["outputs"][save]["animated"] == [True]
+    frames = _video_frames(server.output_dir / saved["subfolder"] / saved["filename"])
+    assert len(frames) == 9 and all(frame.shape == (64, 64, 3) for frame in frames)
+    assert max(int(frame.max()) - int(frame.min()) for frame in frames) > 0, "flat frames: the sampler produced no signal"
     log = server.log()[log_before:]
-    assert "Requested to load Chroma" in log, log[-2000:]
-    assert "unet missing" not in log and "unet unexpected" not in log
-    print(f"\nchroma: {prompt_id} success in {seconds:.1f} s, saved {saved['filename']}")
+    if the_id(prompt, "CheckpointLoaderSimple") not in cached:  # loaded here, not by the other LTX-Video workflow
+        assert "model_type FLUX" in log and "Requested to load LTXV" in log, log[-2000:]
+        assert "Requested to load VideoVAE" in log, log[-2000:]
+    assert "unet missing" not in log and "unet unexpected" not in log and "Missing VAE keys" not in log
+    # Without our node: the base conditioning (the prompt's, or the empty prompt's) straight into LTXVConditioning.
+    without = copy.deepcopy(prompt)
+    without[ltxv_conditioning]["inputs"]["positive"] = condition["conditioning"]
+    del without[conditioning]
+    _, entry = run(server, without)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    (plain,) = entry["outputs"][save]["images"]
+    plain_frames = _video_frames(server.output_dir / plain["subfolder"] / plain["filename"])
+    assert len(plain_frames) == 9
+    difference = numpy.abs(numpy.stack(frames).astype(int) - numpy.stack(plain_frames).astype(int)).mean()
+    assert difference > 0, "the same video without ThinkDiff's tokens: they never reached the model"
+    print(f"\n{name}: {prompt_id} success in {seconds:.1f} s, saved {saved['subfolder']}/{saved['filename']} "
+          f"(9 frames, 64x64); without ThinkDiff the frames differ by {difference:.1f} / 255 on average")
