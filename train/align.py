@@ -1,6 +1,6 @@
 """`python -m train.align`: train a ThinkDiff aligner against a frozen T5 decoder (the proxy).
 
-    python -m train.demo                                       # the whole recipe on a CPU, about a minute, offline
+    python -m train.demo                                       # the whole recipe on a CPU, 1-2 minutes, offline
     python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT
     python -m train.align --preset thinkdiff-clip --data.train "laion/{00000..09999}.tar" --data.eval HELD_OUT_IMAGES
     accelerate launch --multi_gpu --num_processes 8 -m train.align --config my.yaml   # DDP, unchanged code
@@ -53,7 +53,7 @@ EXPORT_NAME = "aligner.safetensors"
 
 NO_CONFIG_HINT = (
     "Nothing to train yet. Try:\n"
-    "  python -m train.demo                # the whole recipe on this CPU in about a minute, nothing downloaded\n"
+    "  python -m train.demo                # the whole recipe on this CPU in 1-2 minutes, nothing downloaded\n"
     "  python -m train.align --preset thinkdiff-lvlm --data.train FEATURES --data.eval HELD_OUT\n"
     "  python -m train.align --preset thinkdiff-clip --data.train IMAGE_SHARDS --data.eval HELD_OUT_IMAGES\n"
     "  python -m train.align --config my.yaml\n"
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.align", description=__doc__.split("\n\n")[0],
                                      epilog="Presets live in train/presets/ (each lists every option with a comment).",
                                      formatter_class=ShowsDefaults)
-    parser.add_argument("--demo", action="store_true", help="run the whole recipe offline on this CPU (~40 s): "
+    parser.add_argument("--demo", action="store_true", help="run the whole recipe offline on this CPU (1-2 minutes): "
                         "tiny models, synthetic shapes, precompute, align, evaluate; with --model.variant clip the "
                         "CLIP recipe (~1 minute)")
     parser.add_argument("--resume", action="store_true", help="same as --run.resume true")

@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="new or empty folder for the images, stand-in models, features and run "
                              "(default: runs/demo-<time>)")
     parser.add_argument("--variant", choices=list(VARIANTS), default="lvlm",
-                        help="lvlm: a tiny VLM's generated-token features (~1 min); clip: a tiny BLIP-2 vision tower "
+                        help="lvlm: a tiny VLM's generated-token features (~1.5 min); clip: a tiny BLIP-2 vision tower "
                              "(~1 minute)")
     return parser
 
