@@ -86,10 +86,10 @@ class PrecomputeConfig:
     top_p: float = cfg.option(0.9, "nucleus sampling top_p (the reference: 0.9)")
     max_new_tokens: int = cfg.option(256, "most tokens generated per image (the reference: 256)")
     min_new_tokens: int = cfg.option(1, "fewest tokens generated per image (the reference: 1)", minimum=0)
-    feature_dtype: str = cfg.option("bf16", "stored feature dtype: bf16, fp16 or fp32")
+    feature_dtype: str = cfg.option("bf16", "stored feature dtype", choices=DTYPES)
     features: str = cfg.option("generated", "what the aligner will see: generated (the generated tokens' states, the "
                                             "paper), input (the prompt tokens' states: the paper's ablation, 0.016 on "
-                                            "CoBSAT 2-shot) or both (prompt, then generated)")
+                                            "CoBSAT 2-shot) or both (prompt, then generated)", choices=FEATURE_SOURCES)
     instructions: list[str] = cfg.option(BRIEF_INSTRUCTIONS, "instructions, one drawn per image (default: the "
                                                              "reference's 16)")
     limit: int | None = cfg.option(None, "at most this many images per rank and run (smoke runs); the unit reaching "
@@ -216,10 +216,6 @@ def run(config: PrecomputeConfig) -> dict:
     """Precompute this rank's units; returns totals (done, skipped units, images/s, unreadable images)."""
     if not config.images or not config.output:
         raise ValueError("give --images (tar shards or an image folder) and --output (a folder for the features).")
-    if config.feature_dtype not in DTYPES:
-        raise ValueError(f"feature_dtype must be one of {list(DTYPES)}, got {config.feature_dtype!r}.")
-    if config.features not in FEATURE_SOURCES:
-        raise ValueError(f"features must be one of {list(FEATURE_SOURCES)}, got {config.features!r}.")
     if config.batch_size < 1 or not config.instructions:
         raise ValueError("batch_size must be at least 1 and instructions must not be empty.")
     rank = config.rank if config.rank is not None else int(os.environ.get("RANK", 0))
