@@ -107,14 +107,14 @@ def teach_vlm_to_caption(folder: Path, samples: list[ShapeSample], steps: int, s
         rows.append((inputs, answer))
     torch.manual_seed(seed)
     if vision_steps:
-        pretrain_vision_tower(model, rows, samples, vision_steps, rng, lr)
+        pretrain_vision_tower(vlm, rows, samples, vision_steps, rng, lr)
     heads = torch.nn.ModuleList(torch.nn.Linear(vlm.hidden_size, model.lm_head.out_features)
                                 for _ in range(lookahead))
     states: list[torch.Tensor] = []
     handle = vlm.final_norm.register_forward_hook(lambda module, args, output: states.append(output))
     model.train().requires_grad_(True)
     if vision_steps:  # the caption teaching keeps the taught tower as it is (it unlearns the shapes otherwise)
-        _vision_tower(model).requires_grad_(False)
+        model.model.visual.requires_grad_(False)
     taught = [p for p in [*model.parameters(), *heads.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(taught, lr=lr, weight_decay=0.0)
     try:
@@ -137,30 +137,25 @@ def teach_vlm_to_caption(folder: Path, samples: list[ShapeSample], steps: int, s
     model.save_pretrained(folder)
 
 
-def _vision_tower(model: torch.nn.Module) -> torch.nn.Module:
-    return model.model.visual if hasattr(model.model, "visual") else model.visual
-
-
-def pretrain_vision_tower(model: torch.nn.Module, rows: list, samples: list[ShapeSample], steps: int,
+def pretrain_vision_tower(vlm: VisionLanguageModel, rows: list, samples: list[ShapeSample], steps: int,
                           rng: random.Random, lr: float) -> None:
     """Stand-in for a pretrained VLM's pretrained vision encoder: teach the tiny tower alone to name each
     picture's colour and shape from the mean of its image tokens (a linear head, thrown away afterwards). The
     mean, not the tokens side by side: a head on the concatenated tokens learns the shapes too, but the language
     model, which reads the tokens through attention, then learns them less well (measured without the lookahead
     heads, 100 tower steps: held-out greedy shape accuracy 0.60 against 0.90 with the mean)."""
-    visual = _vision_tower(model)
+    visual = vlm.model.model.visual
     labels = torch.tensor([[COLOURS.index(s.colour), SHAPES.index(s.shape)] for s in samples])
-    tokens = rows[0][0]["image_grid_thw"][0].prod().item() // 4
-    width = model.config.text_config.hidden_size if hasattr(model.config, "text_config") else model.config.hidden_size
-    head = torch.nn.Linear(width, len(COLOURS) + len(SHAPES))
+    tokens = rows[0][0]["image_grid_thw"][0].prod().item() // visual.spatial_merge_size ** 2  # after the 2x2 merge
+    head = torch.nn.Linear(vlm.hidden_size, len(COLOURS) + len(SHAPES))
     visual.train().requires_grad_(True)
     optimizer = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=lr, weight_decay=0.0)
     for step in range(steps):
         pick = rng.sample(range(len(rows)), 32)
         out = visual(torch.cat([rows[i][0]["pixel_values"] for i in pick]),
                      grid_thw=torch.cat([rows[i][0]["image_grid_thw"] for i in pick]))
-        out = getattr(out, "pooler_output", out)
-        logits = head((out[0] if isinstance(out, tuple) else out).reshape(len(pick), tokens, -1).mean(1))
+        merged = getattr(out, "pooler_output", out)  # transformers 5 returns an output object, 4.x the tensor
+        logits = head(merged.reshape(len(pick), tokens, -1).mean(1))
         loss = (torch.nn.functional.cross_entropy(logits[:, :len(COLOURS)], labels[pick, 0])
                 + torch.nn.functional.cross_entropy(logits[:, len(COLOURS):], labels[pick, 1]))
         loss.backward()
