@@ -4,14 +4,15 @@ A loader lists what is on disk, then one entry per known model that is not there
 `<name> (download from <repo>)` (`offered`). Listing never touches the network: only a picked entry
 (`download`) does, through huggingface_hub, with its console progress bar and `report(done, total)`
 in bytes for a UI: as the bytes arrive with huggingface_hub >= 1.0, file by file with the 0.x that
-transformers 4 brings (its `hf_hub_download` takes no progress bar; `reports_within_files`). The files go to the loader's own models/ folder under the name the entry becomes,
-an ordinary local entry from then on; a model folder's config.json comes last, so the loaders list a
+transformers 4 brings (its `hf_hub_download` takes no progress bar; `reports_within_files`). The files
+go to the loader's own models/ folder under the name the entry becomes, an ordinary local entry from
+then on; a model folder's config.json comes last, so the loaders list a
 folder only once it is complete. huggingface_hub keeps its bookkeeping in a hidden
 `.cache/huggingface/` beside the files (the loaders skip hidden folders): picked again after an
 interruption, the download skips every file already complete. A connection dropped within a file is
 resumed where it broke off: within the same pick by huggingface_hub >= 1.0, on the next pick with 0.x
-(which ends this one with the error). Where the Hub cannot be reached (offline, `HF_HUB_OFFLINE`, no access)
-the error names the file, its URL and the folder to put it in.
+(which ends this one with the error). Where the Hub cannot be reached (offline, `HF_HUB_OFFLINE`, no
+access) the error names the file, its URL and the folder to put it in.
 """
 
 from __future__ import annotations
@@ -191,4 +192,5 @@ def _failed(model: KnownModel, filename: str | None, folder: Path, error: Except
         what, url = filename, hf_hub_url(model.repo_id, filename)
     return (f"Could not download {filename or 'the file list'} of {model.label!r} from the Hugging Face Hub "
             f"({type(error).__name__}: {details}). Pick the entry again once the Hub can be reached: the files "
-            f"already complete are kept. Or download {what} from {url} and put it in {folder}/, then refresh the model lists.")
+            f"already complete are kept. Or download {what} from {url} and put it in {folder}/, then refresh the "
+            f"model lists.")

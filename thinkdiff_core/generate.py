@@ -26,6 +26,7 @@ from PIL import Image
 
 from .checkpoint import LoadedAligner, load_aligner
 from .cli import ShowsDefaults, positive_int, run_cli
+from .devices import DTYPES
 from .files import check_writable_folder
 from .images import open_image, save_image
 from .pipeline import (
@@ -33,7 +34,6 @@ from .pipeline import (
     REFERENCE_SIZE, REFERENCE_SIZE_CLIP, REFERENCE_STEPS, REFERENCE_T5_LENGTH, ThinkDiffPipeline, ThinkDiffRequest,
     resolve_aligner_file,
 )
-from .devices import DTYPES
 from .precision import PRECISIONS
 from .progress import token_bar
 from .prompts import PRESETS
@@ -92,11 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"image width (default {REFERENCE_SIZE}, clip {REFERENCE_SIZE_CLIP}, tiny {TINY_SIZE})")
     sampling.add_argument("--max-sequence-length", type=int, default=REFERENCE_T5_LENGTH,
                           help="CLIP: T5 tokens of the prompt, padding included (the reference's 128; FLUX allows 512)")
-    sampling.add_argument("--temperature", type=float, default=defaults.temperature, help="VLM sampling temperature (0: greedy)")
-    sampling.add_argument("--top-p", type=float, default=defaults.top_p, help="VLM nucleus sampling: the share of probability kept")
+    sampling.add_argument("--temperature", type=float, default=defaults.temperature,
+                          help="VLM sampling temperature (0: greedy)")
+    sampling.add_argument("--top-p", type=float, default=defaults.top_p,
+                          help="VLM nucleus sampling: the share of probability kept")
     sampling.add_argument("--max-new-tokens", type=positive_int, default=defaults.max_new_tokens,
                           help="the length of the VLM's answer in tokens")
-    sampling.add_argument("--min-new-tokens", type=int, default=None, help="the VLM answer's least length (default: --max-new-tokens, the reference)")
+    sampling.add_argument("--min-new-tokens", type=int, default=None,
+                          help="the VLM answer's least length (default: --max-new-tokens, the reference)")
     return parser
 
 
