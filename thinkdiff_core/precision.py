@@ -34,9 +34,9 @@ PRECISIONS = ("auto", *PLAIN, *QUANTIZED)
 KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
 """Modules never quantized (transformers matches these prefixes): the vision tower of every Qwen-VL family."""
 
-QUANTIZED_BYTES_PER_WEIGHT = {"fp8": 1.0, "nf4": 0.5 + 1 / 64 + 4 / (64 * 256)}
-"""Stored bytes per quantized weight: fp8 one byte (plus one scale per row, negligible); nf4 half a byte, an
-8-bit absmax per 64-weight block and, double-quantized, one fp32 scale per 256 blocks."""
+NF4_TABLES_BYTES = 4 * (16 + 256) + 170
+"""What bitsandbytes stores with each nf4 weight whatever its size: the 16-value NF4 code and the 256-value code of
+its double-quantized scales (fp32), and about 170 bytes of packed quantization state."""
 
 _LIBRARIES = {"fp8": ("torchao", "torchao>=0.12"), "nf4": ("bitsandbytes", "bitsandbytes>=0.45")}
 
@@ -112,25 +112,30 @@ class WeightCensus:
     """Elements of the language model's Linear weights (head included): stored as fp8/nf4 when quantized."""
     kept: int
     """Everything else (vision tower, embeddings, norms, biases): always in the compute dtype."""
+    rows: int = 0
+    """Output rows of those Linear weights (fp8 stores one fp32 scale per row)."""
+    tensors: int = 0
+    """How many Linear weights those are (nf4 stores its code tables with each)."""
 
     def bytes(self, precision: Precision) -> int:
         """The weight bytes of this model held in `precision`."""
         kept = self.kept * _element_size(precision.compute)
-        if precision.quantized:
-            return kept + round(self.quantizable * QUANTIZED_BYTES_PER_WEIGHT[precision.weights])
+        if precision.weights == "fp8":  # one float8 byte per weight, one fp32 scale per output row
+            return kept + self.quantizable + 4 * self.rows
+        if precision.weights == "nf4":  # half a byte per weight, an 8-bit scale per 64 weights, an fp32 one per 256 of those
+            blocks = self.quantizable // 64
+            return kept + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
         return kept + self.quantizable * _element_size(precision.compute)
 
 
 def census(model: torch.nn.Module) -> WeightCensus:
     """Count `model`'s weights (a meta-device model works: only shapes are read), quantized or not."""
-    quantizable = 0
-    counted: set[str] = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not _kept(name):
-            quantizable += module.in_features * module.out_features
-            counted.add(f"{name}.weight" if name else "weight")
-    kept = sum(p.numel() for name, p in model.named_parameters() if name not in counted)
-    return WeightCensus(quantizable, kept)
+    linears = [(name, module) for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and not _kept(name)]
+    counted = {f"{name}.weight" if name else "weight" for name, _ in linears}
+    return WeightCensus(quantizable=sum(module.in_features * module.out_features for _, module in linears),
+                        kept=sum(p.numel() for name, p in model.named_parameters() if name not in counted),
+                        rows=sum(module.out_features for _, module in linears), tensors=len(linears))
 
 
 def folder_census(folder, trust_remote_code: bool = False) -> WeightCensus:
