@@ -122,7 +122,7 @@ class WeightCensus:
         kept = self.kept * _element_size(precision.compute)
         if precision.weights == "fp8":  # one float8 byte per weight, one fp32 scale per output row
             return kept + self.quantizable + 4 * self.rows
-        if precision.weights == "nf4":  # half a byte per weight, an 8-bit scale per 64 weights, an fp32 one per 256 of those
+        if precision.weights == "nf4":  # half a byte a weight, an 8-bit scale per 64, an fp32 one per 256 scales
             blocks = self.quantizable // 64
             return kept + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
         return kept + self.quantizable * _element_size(precision.compute)
