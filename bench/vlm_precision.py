@@ -5,9 +5,9 @@ is written to a folder once and loaded through `VisionLanguageModel.from_pretrai
 (computed in bf16), so the measured path is the library's. On the CPU (default) it is cut to 2 decoder
 layers and 2 vision blocks; `--full-size` keeps all 28 and 32 (a GPU's job). Rows:
 
-- `*_weight_ratio`: weight bytes relative to bf16 for the whole 28-layer model: the bytes per weight
-  measured on the loaded model, applied to the full model's exact weight census (the 2-layer cut's own
-  ratio, dominated by its embeddings and head, is the `*_weight_ratio_as_loaded` row).
+- `*_weight_ratio`: weight bytes relative to bf16 for the whole 28-layer model: the bytes per Linear
+  and per embedding weight measured on the loaded model, applied to the full model's exact weight census
+  (the 2-layer cut's own ratio, dominated by its embeddings and head, is `*_weight_ratio_as_loaded`).
 - `*_feature_cosine`: captured final-norm features against bf16's on the same tokens (bf16's greedy
   answer forced through each model); `*_aligned_cosine`: the same after a real-size random aligner;
   `*_one_linear_cosine`: one quantized Linear's output on a fixed input (the format's own error: e4m3
@@ -147,6 +147,12 @@ def bytes_per_quantizable_weight(vlm: VisionLanguageModel) -> float:
     return stored / count
 
 
+def bytes_per_embedding_weight(vlm: VisionLanguageModel) -> float:
+    """Measured storage of the input embedding table per weight (int8 for fp8, nf4 for nf4; scales included)."""
+    embedding = vlm.model.get_input_embeddings()
+    return tensor_bytes(embedding.weight) / (embedding.num_embeddings * embedding.embedding_dim)
+
+
 def full_size_census():
     from transformers import Qwen2VLForConditionalGeneration
 
@@ -219,6 +225,7 @@ def main() -> None:
             rows[f"{weights}_decode_s_per_token"] = f"{per_token:.4f}"
             rows[f"{weights}_weight_bytes_as_loaded"] = str(weight_bytes(vlm.model))
             rows[f"{weights}_bytes_per_linear_weight"] = f"{bytes_per_quantizable_weight(vlm):.4f}"
+            rows[f"{weights}_bytes_per_embedding_weight"] = f"{bytes_per_embedding_weight(vlm):.4f}"
             rows[f"{weights}_load_s"] = f"{load_s:.1f}"
             if args.gpu:
                 rows[f"{weights}_tokens_per_s"] = f"{1 / per_token:.1f}"
@@ -242,8 +249,8 @@ def main() -> None:
         if args.gpu:
             rows["device_copy_bandwidth_gb_s"] = f"{copy_bandwidth(device) / 1e9:.0f}"
         for weights in ("fp8", "nf4"):
-            per_weight = float(rows[f"{weights}_bytes_per_linear_weight"])
-            full_bytes = full.kept * 2 + full.quantizable * per_weight
+            full_bytes = (full.kept * 2 + full.quantizable * float(rows[f"{weights}_bytes_per_linear_weight"])
+                          + full.embedding * float(rows[f"{weights}_bytes_per_embedding_weight"]))
             rows[f"{weights}_weight_ratio_as_loaded"] = f"{int(rows[f'{weights}_weight_bytes_as_loaded']) / bf16_loaded:.3f}"
             rows[f"{weights}_full_size_gib"] = f"{full_bytes / 2**30:.2f}"
             rows[f"{weights}_weight_ratio"] = f"{full_bytes / bf16_full:.3f}"

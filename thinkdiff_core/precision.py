@@ -11,10 +11,12 @@ quantized precisions make it fit, each through the library transformers integrat
 - `nf4`: bitsandbytes' 4-bit NormalFloat (through `BitsAndBytesConfig`, double-quantized scales):
   about a third of the bytes. bitsandbytes >= 0.49 also runs on the CPU.
 
-Only the language model's Linear layers (its head included) are quantized: the vision tower, the
-embeddings and the norms stay in the compute dtype (the vision tower is small and its features feed
-every answer; embeddings and norms are not Linear layers). Both libraries are optional dependencies,
-imported only when their precision is asked for.
+The language model's Linear layers (its head included) are quantized, and so is its input embedding table
+(545 M of Qwen2-VL-7B's 8.3 B weights, read one row per token): as nf4 by bitsandbytes' `EmbeddingNF4`, and
+for fp8 as int8 with one scale per row by torchao's `IntxWeightOnlyConfig`, since float8 weights cover only
+Linear layers; int8 takes the same byte with finer steps. The vision tower and the norms stay in the compute
+dtype (the vision tower is small and its features feed every answer). Both libraries are optional
+dependencies, imported only when their precision is asked for.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
 """Modules never quantized (transformers matches these prefixes): the vision tower of every Qwen-VL family."""
 
 NF4_TABLES_BYTES = 4 * (16 + 256) + 170
-"""What bitsandbytes stores with each nf4 weight whatever its size: the 16-value NF4 code and the 256-value code of
-its double-quantized scales (fp32), and about 170 bytes of packed quantization state."""
+"""What bitsandbytes stores with each nf4 Linear weight whatever its size: the 16-value NF4 code and the 256-value
+code of its double-quantized scales (fp32), and about 170 bytes of packed quantization state."""
+NF4_EMBEDDING_TABLES_BYTES = 4 * 16 + 80
+"""The same for the nf4 embedding table, whose scales are not double-quantized: the NF4 code and its state."""
 
-_LIBRARIES = {"fp8": ("torchao", "torchao>=0.12"), "nf4": ("bitsandbytes", "bitsandbytes>=0.45")}
+_LIBRARIES = {"fp8": ("torchao", "torchao>=0.14"), "nf4": ("bitsandbytes", "bitsandbytes>=0.45")}
 
 
 class MissingDependency(ImportError):
@@ -111,31 +115,60 @@ class WeightCensus:
     quantizable: int
     """Elements of the language model's Linear weights (head included): stored as fp8/nf4 when quantized."""
     kept: int
-    """Everything else (vision tower, embeddings, norms, biases): always in the compute dtype."""
+    """Everything else but the embedding table (vision tower, norms, biases): always in the compute dtype."""
     rows: int = 0
     """Output rows of those Linear weights (fp8 stores one fp32 scale per row)."""
     tensors: int = 0
     """How many Linear weights those are (nf4 stores its code tables with each)."""
+    embedding: int = 0
+    """Elements of the input embedding table: int8 (fp8 precision) or nf4 when quantized."""
+    embedding_rows: int = 0
+    """Its rows, the vocabulary (int8 stores a scale and a zero point per row)."""
 
     def bytes(self, precision: Precision) -> int:
         """The weight bytes of this model held in `precision`."""
-        kept = self.kept * _element_size(precision.compute)
+        size = _element_size(precision.compute)
+        kept = self.kept * size
         if precision.weights == "fp8":  # one float8 byte per weight, one fp32 scale per output row
-            return kept + self.quantizable + 4 * self.rows
+            return (kept + self.quantizable + 4 * self.rows
+                    + self.embedding + self.embedding_rows * (size + 1))
         if precision.weights == "nf4":  # half a byte a weight, an 8-bit scale per 64, an fp32 one per 256 scales
             blocks = self.quantizable // 64
-            return kept + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
-        return kept + self.quantizable * _element_size(precision.compute)
+            return (kept + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
+                    + self.embedding // 2 + 4 * (self.embedding // 64) + NF4_EMBEDDING_TABLES_BYTES)
+        return kept + (self.quantizable + self.embedding) * size
 
 
 def census(model: torch.nn.Module) -> WeightCensus:
     """Count `model`'s weights (a meta-device model works: only shapes are read), quantized or not."""
     linears = [(name, module) for name, module in model.named_modules()
                if isinstance(module, torch.nn.Linear) and not _kept(name)]
-    counted = {f"{name}.weight" if name else "weight" for name, _ in linears}
+    embedding = model.get_input_embeddings()
+    counted = {id(module.weight) for _, module in linears} | {id(embedding.weight)}
     return WeightCensus(quantizable=sum(module.in_features * module.out_features for _, module in linears),
-                        kept=sum(p.numel() for name, p in model.named_parameters() if name not in counted),
-                        rows=sum(module.out_features for _, module in linears), tensors=len(linears))
+                        kept=sum(p.numel() for p in model.parameters() if id(p) not in counted),
+                        rows=sum(module.out_features for _, module in linears), tensors=len(linears),
+                        embedding=embedding.num_embeddings * embedding.embedding_dim,
+                        embedding_rows=embedding.num_embeddings)
+
+
+def quantize_embedding(model: torch.nn.Module, precision: Precision) -> None:
+    """Store `model`'s input embedding table in `precision` where it is quantized (see the module docstring); on
+    the device it is on (a GPU quantizes in a moment what takes the CPU seconds)."""
+    embedding = model.get_input_embeddings()
+    if precision.weights == "nf4":
+        from bitsandbytes.nn import EmbeddingNF4, Params4bit
+
+        quantized = EmbeddingNF4(embedding.num_embeddings, embedding.embedding_dim, dtype=precision.compute,
+                                 device="meta")
+        quantized.weight = Params4bit(embedding.weight.data, requires_grad=False, quant_type="nf4", module=quantized)
+        model.set_input_embeddings(quantized.to(embedding.weight.device))  # bitsandbytes quantizes on the move
+    elif precision.weights == "fp8":
+        from torchao.quantization import IntxWeightOnlyConfig, quantize_
+        from torchao.quantization.granularity import PerAxis
+
+        quantize_(embedding, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+                  filter_fn=lambda module, name: module is embedding)
 
 
 def folder_census(folder, trust_remote_code: bool = False) -> WeightCensus:

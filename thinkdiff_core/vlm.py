@@ -31,7 +31,7 @@ from .files import check_safetensors_files, read_json_object
 from .hub import model_id_of, transformers_folder
 from .memory import choose_precision
 from .processors import load_pil_image_processor
-from .precision import Precision, gib, resolve_precision, weight_bytes
+from .precision import Precision, gib, quantize_embedding, resolve_precision, weight_bytes
 from .progress import reporting_progress
 from .prompts import Prompt
 from .tokens import LVLM_RECIPE, ThinkDiffTokens
@@ -189,6 +189,7 @@ class VisionLanguageModel:
                 **placement,
             )
         model.eval().requires_grad_(False)
+        quantize_embedding(model, precision)
         if device is not None or "device_map" in placement:
             model.to(target if device is not None else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

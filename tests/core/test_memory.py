@@ -3,11 +3,11 @@ models), the refusal message when weights plus that estimate exceed a budget, an
 
 import torch
 from PIL import Image
-from transformers import Qwen2VLConfig
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from thinkdiff_core.images import limit_pixels
 from thinkdiff_core.memory import FIT_MARGIN, fit_error, generation_memory, request_memory
-from thinkdiff_core.precision import Precision, WeightCensus
+from thinkdiff_core.precision import Precision, census
 from thinkdiff_core.prompts import cobsat_prompt
 
 GiB = 2**30
@@ -18,7 +18,8 @@ QWEN2_VL_7B = Qwen2VLConfig(
     vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4, patch_size=14,
                        temporal_patch_size=2, spatial_merge_size=2),
 )
-SEVEN_B = WeightCensus(quantizable=7_070_000_000, kept=1_220_000_000)
+with torch.device("meta"):
+    SEVEN_B = census(Qwen2VLForConditionalGeneration._from_config(QWEN2_VL_7B))
 
 
 def estimate(prompt_tokens=1000, image_patches=(1024,), max_new_tokens=128, batch=1):
@@ -70,9 +71,9 @@ def test_refusal_names_both_sizes_and_the_precisions_that_fit():
     message = fit_error(weights, working, 12 * GiB, BF16, SEVEN_B)
     assert message.startswith(f"The VLM needs 15.4 GiB for its bf16 weights plus {working.total / GiB:.1f} GiB")
     assert "the device has 12.0 GiB even with every other model offloaded" in message
-    assert "Load the VLM in fp8 or nf4 (fp8: 8.9 GiB of weights, nf4: 5.7 GiB of weights)" in message
+    assert "Load the VLM in fp8 or nf4 (fp8: 8.4 GiB of weights, nf4: 4.9 GiB of weights)" in message
     eight = fit_error(weights, working, 8 * GiB, BF16, SEVEN_B)
-    assert "Load the VLM in nf4 (nf4: 5.7 GiB of weights)" in eight  # fp8's 8.9 GiB does not fit 8
+    assert "Load the VLM in nf4 (nf4: 4.9 GiB of weights)" in eight  # fp8's 8.4 GiB does not fit 8
     assert fit_error(weights, working, 24 * GiB, BF16, SEVEN_B) is None
     assert fit_error(weights, working, int((weights + working.total) * FIT_MARGIN) + 1, BF16, SEVEN_B) is None
 

@@ -56,18 +56,29 @@ def test_quantized_load_generates_and_captures(load, colour_images, weights, mod
 
 
 @pytest.mark.parametrize("weights", ["fp8", "nf4"])
-def test_only_the_language_models_linear_layers_are_quantized(load, weights):
+def test_the_language_models_linear_layers_and_embedding_are_quantized(load, weights):
     model = load(weights).model
     layer = model.model.language_model.layers[0]
-    stored = layer.mlp.up_proj.weight
+    stored, table = layer.mlp.up_proj.weight, model.model.language_model.embed_tokens.weight
     if weights == "fp8":
         assert type(stored).__name__ == "Float8Tensor" and stored.qdata.dtype == torch.float8_e4m3fn
+        assert type(table).__name__ == "IntxUnpackedToInt8Tensor" and table.qdata.dtype == torch.int8
     else:
         assert type(stored).__name__ == "Params4bit" and stored.dtype == torch.uint8
+        assert type(table).__name__ == "Params4bit" and table.quant_state.quant_type == "nf4"
     assert type(model.lm_head.weight).__name__ == type(stored).__name__
-    kept = [model.model.visual.blocks[0].attn.qkv.weight, model.model.language_model.embed_tokens.weight,
-            layer.input_layernorm.weight, model.model.language_model.norm.weight]
+    kept = [model.model.visual.blocks[0].attn.qkv.weight, layer.input_layernorm.weight,
+            model.model.language_model.norm.weight]
     assert all(type(p) is torch.nn.Parameter and p.dtype == torch.bfloat16 for p in kept)
+
+
+def test_the_quantized_embedding_looks_up_the_rows_of_the_plain_one(load):
+    token_ids = torch.tensor([[5, 17, 300, 447]])  # not 0: the padding row is all zeros
+    plain = load("bf16").model.get_input_embeddings()(token_ids).float()
+    for weights, floor in (("fp8", 0.9999), ("nf4", 0.99)):
+        rows = load(weights).model.get_input_embeddings()(token_ids)
+        assert rows.dtype == torch.bfloat16 and rows.shape == plain.shape
+        assert torch.nn.functional.cosine_similarity(rows.float(), plain, dim=-1).min() > floor, weights
 
 
 @pytest.mark.parametrize(("weights", "floor"), [("fp8", 0.999), ("nf4", 0.99)])
@@ -120,7 +131,8 @@ def test_precision_names_resolve_per_device():
 
 
 def test_auto_picks_the_half_dtype_when_it_fits_else_fp8(caplog):
-    seven_b = WeightCensus(quantizable=7_070_000_000, kept=1_220_000_000)  # Qwen2-VL-7B's shapes
+    seven_b = WeightCensus(quantizable=7_070_285_824, kept=676_092_416, rows=1_542_656, tensors=197,
+                           embedding=544_997_376, embedding_rows=152_064)  # Qwen2-VL-7B's shapes
     working = 2 * 2**30
     with caplog.at_level(logging.INFO, logger="thinkdiff_core.precision"):
         assert auto_precision(torch.bfloat16, seven_b, working, 24 * 2**30) == BF16
@@ -137,7 +149,7 @@ sys.modules[{name!r}] = None  # as if not installed: `import` raises ImportError
 
 
 @pytest.mark.parametrize(("weights", "package", "requirement"),
-                         [("nf4", "bitsandbytes", "bitsandbytes>=0.45"), ("fp8", "torchao", "torchao>=0.12")])
+                         [("nf4", "bitsandbytes", "bitsandbytes>=0.45"), ("fp8", "torchao", "torchao>=0.14")])
 def test_a_missing_quantization_library_names_the_pip_command(tiny_vlm_dirs, weights, package, requirement):
     """A fresh Python in which the library cannot be imported, loading a real tiny folder."""
     script = BLOCK_IMPORT.format(name=package) + textwrap.dedent(f"""
