@@ -50,7 +50,7 @@ def main() -> None:
         def through_node():
             return node.execute(vlm=managed, images=images, words=words, preset="cobsat_reasoning", custom_instruction="",
                                 seed=settings.seed, temperature=settings.temperature, top_p=settings.top_p,
-                                max_new_tokens=args.tokens, min_new_tokens=args.tokens)[0]
+                                max_new_tokens=args.tokens, min_new_tokens=args.tokens, max_pixels=0)[0]
     else:
         operations = module("nodes.operations")
         cancelled = threading.Event()
@@ -64,7 +64,7 @@ def main() -> None:
             done[0] = count
 
         def through_node():
-            on_token = operations.token_callback(check_cancel, report)
+            on_token = module("thinkdiff_core.progress").cancellable(check_cancel, report)
             return operations.reason(vlm, images, words, "cobsat_reasoning", "", settings, on_token)
 
     reference, via_node = bare(), through_node()  # warm-up, and the same generation both ways

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..thinkdiff_core.devices import DTYPES, resolve_dtype
 from ..thinkdiff_core.vision import VisionEncoder
 from . import comfy_types as types
-from .comfy_models import ManagedModel, list_vision_models, vision_model_path
+from .comfy_models import VISION_MODELS, ManagedModel
 from .operations import encode_images
 
 
@@ -22,7 +22,7 @@ class ThinkDiffVisionLoader(io.ComfyNode):
             description="Loads the frozen BLIP-2 vision tower (EVA ViT-g) ThinkDiff-CLIP reads pictures with; from a "
                         "blip2-flan-t5-xxl folder only the vision tensors are read.",
             inputs=[
-                io.Combo.Input("model", options=list_vision_models(), tooltip=(
+                io.Combo.Input("model", options=VISION_MODELS.options(), tooltip=(
                     "A BLIP-2 folder or a converted vision .safetensors in models/thinkdiff/ or models/clip_vision/.")),
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto", tooltip=(
                     "Weight precision; auto: bf16 on CUDA, fp16 on Apple MPS, fp32 on the CPU.")),
@@ -34,7 +34,7 @@ class ThinkDiffVisionLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, dtype: str) -> io.NodeOutput:
         encoder = VisionEncoder.from_pretrained(
-            vision_model_path(model), dtype=resolve_dtype(dtype, model_management.get_torch_device()),
+            VISION_MODELS.path(model), dtype=resolve_dtype(dtype, model_management.get_torch_device()),
         )
         return io.NodeOutput(ManagedModel(encoder, encoder.model))
 

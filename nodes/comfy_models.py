@@ -9,6 +9,8 @@ model directly (its read-only `.device` property), so it owns a plain container 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -18,13 +20,13 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 
-from ..thinkdiff_core import VisionLanguageModel
-from ..thinkdiff_core.downloads import ALIGNERS, VISION_MODELS, VLMS, KnownModel, download, offered, picked
+from ..thinkdiff_core import VisionLanguageModel, downloads
 from ..thinkdiff_core.memory import WorkingMemory, fit_error
 from ..thinkdiff_core.precision import census, weight_bytes
+from ..thinkdiff_core.progress import cancellable
 from .model_folders import (ALIGNER_FOLDER_KEY, ALIGNER_SUFFIXES, VISION_FOLDER_KEYS, VLM_FOLDER_KEYS,
-    find_aligner_files, find_model_folders, find_vision_models, resolve_vision_model, resolve_vlm_folder)
-from .operations import token_callback
+    find_aligner_files, find_model_folders, find_vision_models, resolve_aligner_file, resolve_vision_model,
+    resolve_vlm_folder)
 
 Wrapped = TypeVar("Wrapped")
 
@@ -47,44 +49,36 @@ def register_model_folders() -> None:
         _register(key, set(ALIGNER_SUFFIXES) if key == ALIGNER_FOLDER_KEY else None)
 
 
-def _roots(keys: tuple[str, ...]) -> list[str]:
-    return list(dict.fromkeys(path for key in keys for path in folder_paths.get_folder_paths(key)))
+@dataclass(frozen=True)
+class Loadable:
+    """What one loader lists and loads: the entries found under its ComfyUI folder keys, then the download offers."""
+
+    keys: tuple[str, ...]
+    catalog: tuple[downloads.KnownModel, ...]
+    find: Callable[[list[str]], list[str]]
+    resolve: Callable[[list[str], str], Path]
+
+    def roots(self) -> list[str]:
+        return list(dict.fromkeys(path for key in self.keys for path in folder_paths.get_folder_paths(key)))
+
+    def options(self) -> list[str]:
+        return downloads.offered(self.catalog, self.find(self.roots()))
+
+    def path(self, name: str) -> str:
+        """The picked entry on disk: a download entry is fetched into the first folder ComfyUI has for its key (the
+        node's progress bar follows the bytes and Cancel stops it), any other name is resolved under the roots."""
+        known = downloads.picked(self.catalog, name)
+        if known is None:
+            return str(self.resolve(self.roots(), name))
+        bar = comfy.utils.ProgressBar(1)
+        report = cancellable(model_management.throw_exception_if_processing_interrupted, bar.update_absolute)
+        return str(downloads.download(known, folder_paths.get_folder_paths(known.folder_key)[0], report))
 
 
-def _downloaded(model: KnownModel) -> Path:
-    """A picked download entry, fetched into the first folder ComfyUI has for its key: the node's progress bar follows
-    the bytes and Cancel stops the download."""
-    bar = comfy.utils.ProgressBar(1)
-    report = token_callback(model_management.throw_exception_if_processing_interrupted, bar.update_absolute)
-    return download(model, folder_paths.get_folder_paths(model.folder_key)[0], report)
-
-
-def list_vlm_folders() -> list[str]:
-    return offered(VLMS, find_model_folders(_roots(VLM_FOLDER_KEYS)))
-
-
-def vlm_folder_path(name: str) -> str:
-    known = picked(VLMS, name)
-    return str(_downloaded(known) if known else resolve_vlm_folder(_roots(VLM_FOLDER_KEYS), name))
-
-
-def list_vision_models() -> list[str]:
-    return offered(VISION_MODELS, find_vision_models(_roots(VISION_FOLDER_KEYS)))
-
-
-def vision_model_path(name: str) -> str:
-    known = picked(VISION_MODELS, name)
-    return str(_downloaded(known) if known else resolve_vision_model(_roots(VISION_FOLDER_KEYS), name))
-
-
-def list_aligner_files() -> list[str]:
-    """Aligners only: models/thinkdiff/ may also hold BLIP-2 folders and vision files, which are not listed here."""
-    return offered(ALIGNERS, find_aligner_files(_roots((ALIGNER_FOLDER_KEY,))))
-
-
-def aligner_path(name: str) -> str:
-    known = picked(ALIGNERS, name)
-    return str(_downloaded(known)) if known else folder_paths.get_full_path_or_raise(ALIGNER_FOLDER_KEY, name)
+VLM_FOLDERS = Loadable(VLM_FOLDER_KEYS, downloads.VLMS, find_model_folders, resolve_vlm_folder)
+VISION_MODELS = Loadable(VISION_FOLDER_KEYS, downloads.VISION_MODELS, find_vision_models, resolve_vision_model)
+ALIGNER_FILES = Loadable((ALIGNER_FOLDER_KEY,), downloads.ALIGNERS, find_aligner_files, resolve_aligner_file)
+"""Aligners only: models/thinkdiff/ may also hold BLIP-2 folders and vision files, which the aligner loader skips."""
 
 
 class ThinkDiffModel(torch.nn.Module):

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..thinkdiff_core import MODES, TARGETS, LoadedAligner, ThinkDiffTokens, load_aligner
 from . import comfy_types as types
-from .comfy_models import ManagedModel, aligner_path, list_aligner_files
+from .comfy_models import ALIGNER_FILES, ManagedModel
 from .operations import condition
 
 
@@ -19,14 +19,14 @@ class ThinkDiffAlignerLoader(io.ComfyNode):
             category=types.LOADERS,
             description="Loads an aligner from models/thinkdiff/ (official .pth, read as weights only, or this "
                         "pack's .safetensors): it maps VLM or vision features into the T5-XXL prompt space.",
-            inputs=[io.Combo.Input("aligner_name", options=list_aligner_files(), tooltip=(
+            inputs=[io.Combo.Input("aligner_name", options=ALIGNER_FILES.options(), tooltip=(
                 "thinkdiff_lvlm.pth for ThinkDiff Reason, thinkdiff_clip.pth for Encode Images, or a .safetensors."))],
             outputs=[types.ALIGNER.Output("aligner", display_name="aligner", tooltip="For ThinkDiff Conditioning.")],
         )
 
     @classmethod
     def execute(cls, aligner_name: str) -> io.NodeOutput:
-        aligner = load_aligner(aligner_path(aligner_name))
+        aligner = load_aligner(ALIGNER_FILES.path(aligner_name))
         return io.NodeOutput(ManagedModel(aligner, aligner.module))
 
 

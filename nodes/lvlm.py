@@ -9,9 +9,10 @@ from comfy_api.latest import io, ui
 from ..thinkdiff_core import PRESETS, GenerationSettings, VisionLanguageModel
 from ..thinkdiff_core.memory import choose_precision
 from ..thinkdiff_core.precision import PRECISIONS, folder_census
+from ..thinkdiff_core.progress import cancellable
 from . import comfy_types as types
-from .comfy_models import ManagedVLM, device_options, device_room, list_vlm_folders, load_device, vlm_folder_path
-from .operations import reason, token_callback
+from .comfy_models import VLM_FOLDERS, ManagedVLM, device_options, device_room, load_device
+from .operations import reason
 
 
 class ThinkDiffVLMLoader(io.ComfyNode):
@@ -24,7 +25,7 @@ class ThinkDiffVLMLoader(io.ComfyNode):
             description="Loads a Qwen2-VL, Qwen2.5-VL or Qwen3-VL folder from models/vlm/ or models/LLM/; ComfyUI's "
                         "memory manager moves it to the GPU when Reason runs and offloads it for other models.",
             inputs=[
-                io.Combo.Input("model", options=list_vlm_folders(), tooltip=(
+                io.Combo.Input("model", options=VLM_FOLDERS.options(), tooltip=(
                     "A Hugging Face model folder; the official aligner was trained on Qwen2-VL-7B-Instruct.")),
                 io.Combo.Input("dtype", options=list(PRECISIONS), default="auto", display_name="precision", tooltip=(
                     "Weight precision: fp8 takes about half of bf16's memory, nf4 about a third; auto picks what "
@@ -40,7 +41,7 @@ class ThinkDiffVLMLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, dtype: str, trust_remote_code: bool, device: str) -> io.NodeOutput:
-        folder, target = vlm_folder_path(model), load_device(device)
+        folder, target = VLM_FOLDERS.path(model), load_device(device)
         precision = choose_precision(dtype, folder, target, trust_remote_code, device_room(target))
         quantize_on = None
         if precision.quantized and target.type == "cuda":  # seconds on the GPU, minutes on the CPU
@@ -97,7 +98,7 @@ class ThinkDiffReason(io.ComfyNode):
                 max_pixels: int) -> io.NodeOutput:
         settings = GenerationSettings(seed, temperature, top_p, max_new_tokens, min_new_tokens)
         progress = comfy.utils.ProgressBar(max_new_tokens)
-        on_token = token_callback(model_management.throw_exception_if_processing_interrupted, progress.update_absolute)
+        on_token = cancellable(model_management.throw_exception_if_processing_interrupted, progress.update_absolute)
         try:
             tokens = reason(vlm.wrapped, images, words, preset, custom_instruction, settings, on_token, max_pixels,
                             make_room=vlm.make_room)

@@ -68,38 +68,34 @@ def find_aligner_files(roots: Roots) -> list[str]:
     return _find(roots, lambda path, is_folder: not is_folder and is_aligner_file(path))
 
 
-def _under_roots(roots: Roots, name: str, found: Callable[[Path], bool]) -> Path | None:
-    """`root / name` for the first root where `found` accepts it; names that leave the roots are refused."""
-    relative = Path(name)
+def _resolve(roots: Roots, name: str, found: Callable[[Path], bool], what: str, fix: str) -> Path:
+    """`root / name` for the first root where `found` accepts it. A name that leaves the roots is refused; one
+    found under none gets an error naming `what` was looked for, the folders searched, and the `fix`."""
+    relative, roots = Path(name), [Path(root) for root in roots]
     if not name or relative.is_absolute() or ".." in relative.parts:
         raise ValueError(f"{name!r} is not a model name; pick one of the entries the loader lists.")
-    return next((Path(root) / relative for root in roots if found(Path(root) / relative)), None)
-
-
-def _searched(roots: list[Path]) -> str:
-    return ", ".join(str(root) for root in roots) or "(no folders registered)"
+    path = next((root / relative for root in roots if found(root / relative)), None)
+    if path is None:
+        searched = ", ".join(map(str, roots)) or "(no folders registered)"
+        raise FileNotFoundError(f"No {what} {name!r} under {searched}. {fix}, then refresh.")
+    return path
 
 
 def resolve_vlm_folder(roots: Roots, name: str) -> Path:
     """The VLM folder `name` (holding config.json) under the first root that has it."""
-    roots = [Path(root) for root in roots]
-    folder = _under_roots(roots, name, lambda candidate: (candidate / CONFIG_FILE).is_file())
-    if folder is None:
-        raise FileNotFoundError(
-            f"No model folder {name!r} with a config.json under {_searched(roots)}. Put the Hugging Face folder (e.g. "
-            f"Qwen2-VL-7B-Instruct with its config.json and *.safetensors) in models/vlm/ or models/LLM/, then refresh."
-        )
-    return folder
+    return _resolve(roots, name, lambda candidate: (candidate / CONFIG_FILE).is_file(), "model folder",
+                    "Put the Hugging Face folder (e.g. Qwen2-VL-7B-Instruct with its config.json and "
+                    "*.safetensors) in models/vlm/ or models/LLM/")
 
 
 def resolve_vision_model(roots: Roots, name: str) -> Path:
     """The BLIP-2 folder or converted vision file `name` under the first root that has it."""
-    roots = [Path(root) for root in roots]
-    path = _under_roots(roots, name, lambda candidate: candidate.is_file() or (candidate / CONFIG_FILE).is_file())
-    if path is None:
-        raise FileNotFoundError(
-            f"No BLIP-2 folder or vision file {name!r} under {_searched(roots)}. Put the blip2-flan-t5-xxl folder "
-            f"(config.json, *.safetensors) or a file from `python -m thinkdiff_core.convert vision` in "
-            f"models/thinkdiff/ or models/clip_vision/, then refresh."
-        )
-    return path
+    return _resolve(roots, name, lambda candidate: candidate.is_file() or (candidate / CONFIG_FILE).is_file(),
+                    "BLIP-2 folder or vision file", "Put the blip2-flan-t5-xxl folder (config.json, *.safetensors) "
+                    "or a file from `python -m thinkdiff_core.convert vision` in models/thinkdiff/ or models/clip_vision/")
+
+
+def resolve_aligner_file(roots: Roots, name: str) -> Path:
+    """The aligner file `name` under the first root that has it."""
+    return _resolve(roots, name, Path.is_file, "aligner file", "Put thinkdiff_lvlm.pth, thinkdiff_clip.pth or an "
+                    "aligner .safetensors in models/thinkdiff/")

@@ -30,18 +30,6 @@ def ordered_images(slots: Mapping[str, torch.Tensor | None]) -> list[torch.Tenso
     return [slots[name] for name in sorted(slots, key=slot_number) if slots[name] is not None]
 
 
-def token_callback(check_cancel: Callable[[], None], report: Callable[[int, int], None]) -> Callable[[int, int], None]:
-    """The per-token hook for `VisionLanguageModel.generate`: stop if the user cancelled, then report progress.
-
-    `check_cancel` raises to stop generation between two tokens (ComfyUI's interrupt exception).
-    """
-    def on_token(done: int, total: int) -> None:
-        check_cancel()
-        report(done, total)
-
-    return on_token
-
-
 def reason(vlm: VisionLanguageModel, images: Mapping[str, torch.Tensor | None], words: str, preset: str,
            custom_instruction: str, settings: GenerationSettings, on_token: Callable[[int, int], None] | None = None,
            max_pixels: int = 0, make_room: Callable[[WorkingMemory], None] | None = None) -> ThinkDiffTokens:

@@ -19,6 +19,16 @@ from transformers.utils import logging as hf_logging
 Report = Callable[[int, int], None]
 
 
+def cancellable(check_cancel: Callable[[], None], report: Report) -> Report:
+    """A `report(done, total)` (per token, per downloaded byte) that first lets the user stop the work:
+    `check_cancel` raises (ComfyUI's interrupt exception) to stop it between two steps."""
+    def step(done: int, total: int) -> None:
+        check_cancel()
+        report(done, total)
+
+    return step
+
+
 class _ReportingBar:
     """A tqdm bar (or transformers' silent stand-in) that also reports each step."""
 

@@ -6,6 +6,7 @@ import torch
 
 from thinkdiff_core import CLIP_RECIPE, GenerationSettings, load_aligner, merge_conditioning
 from thinkdiff_core.images import tensor_to_pil
+from thinkdiff_core.progress import cancellable
 from thinkdiff_core.prompts import cobsat_prompt
 
 SHORT = GenerationSettings(seed=3, max_new_tokens=6, min_new_tokens=6)
@@ -30,7 +31,7 @@ def test_reason_matches_a_bare_generate_call_and_reports_every_token(operations,
     tokens = operations.reason(
         tiny_vlm, {"image1": as_image_tensor(GREEN), "image0": as_image_tensor(RED)}, "red\n\ngreen\n yellow ",
         "cobsat_reasoning", "", SHORT,
-        on_token=operations.token_callback(lambda: None, lambda done, total: progress.append((done, total))),
+        on_token=cancellable(lambda: None, lambda done, total: progress.append((done, total))),
     )
     bare = tiny_vlm.generate([cobsat_prompt(colour_images("red", "lime", size=(40, 40)), ["red", "green", "yellow"])], SHORT)
     assert progress == [(i, 6) for i in range(1, 7)]
@@ -68,7 +69,7 @@ def test_cancel_stops_generation_between_tokens(operations, tiny_vlm):
             raise Cancelled
 
     settings = GenerationSettings(seed=0, max_new_tokens=50, min_new_tokens=50)
-    on_token = operations.token_callback(cancel_after_three, lambda done, total: reported.append(done))
+    on_token = cancellable(cancel_after_three, lambda done, total: reported.append(done))
     with pytest.raises(Cancelled):
         operations.reason(tiny_vlm, {"image0": as_image_tensor(RED)}, "red\nblue", "cobsat_reasoning", "", settings, on_token)
     assert reported == [1, 2, 3]
