@@ -148,7 +148,7 @@ def bytes_per_quantizable_weight(vlm: VisionLanguageModel) -> float:
 
 
 def bytes_per_embedding_weight(vlm: VisionLanguageModel) -> float:
-    """Measured storage of the input embedding table per weight (int8 for fp8, nf4 for nf4; scales included)."""
+    """Measured storage of the input embedding table per weight (int8 with its scales for fp8, bf16 for nf4)."""
     embedding = vlm.model.get_input_embeddings()
     return tensor_bytes(embedding.weight) / (embedding.num_embeddings * embedding.embedding_dim)
 

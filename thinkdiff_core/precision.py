@@ -11,10 +11,11 @@ quantized precisions make it fit, each through the library transformers integrat
 - `nf4`: bitsandbytes' 4-bit NormalFloat (through `BitsAndBytesConfig`, double-quantized scales):
   about a third of the bytes. bitsandbytes >= 0.49 also runs on the CPU.
 
-The language model's Linear layers (its head included) are quantized, and so is its input embedding table
-(545 M of Qwen2-VL-7B's 8.3 B weights, read one row per token): as nf4 by bitsandbytes' `EmbeddingNF4`, and
-for fp8 as int8 with one scale per row by torchao's `IntxWeightOnlyConfig`, since float8 weights cover only
-Linear layers; int8 takes the same byte with finer steps. The vision tower and the norms stay in the compute
+Only the language model's Linear layers (its head included) are quantized, and for fp8 also its input
+embedding table (545 M of Qwen2-VL-7B's 8.3 B weights, read one row per token), as int8 with one scale per
+row by torchao's `IntxWeightOnlyConfig`: float8 weights cover Linear layers only, and int8 takes the same
+byte with finer steps. nf4 keeps the table in the compute dtype: bitsandbytes' `EmbeddingNF4` refuses
+`state_dict()`, which ComfyUI's model manager calls. The vision tower and the norms stay in the compute
 dtype (the vision tower is small and its features feed every answer). Both libraries are optional
 dependencies, imported only when their precision is asked for.
 """
@@ -39,8 +40,6 @@ KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
 NF4_TABLES_BYTES = 4 * (16 + 256) + 170
 """What bitsandbytes stores with each nf4 Linear weight whatever its size: the 16-value NF4 code and the 256-value
 code of its double-quantized scales (fp32), and about 170 bytes of packed quantization state."""
-NF4_EMBEDDING_TABLES_BYTES = 4 * 16 + 80
-"""The same for the nf4 embedding table, whose scales are not double-quantized: the NF4 code and its state."""
 
 _LIBRARIES = {"fp8": ("torchao", "torchao>=0.14"), "nf4": ("bitsandbytes", "bitsandbytes>=0.45")}
 
@@ -121,7 +120,7 @@ class WeightCensus:
     tensors: int = 0
     """How many Linear weights those are (nf4 stores its code tables with each)."""
     embedding: int = 0
-    """Elements of the input embedding table: int8 (fp8 precision) or nf4 when quantized."""
+    """Elements of the input embedding table: int8 in the fp8 precision, else in the compute dtype."""
     embedding_rows: int = 0
     """Its rows, the vocabulary (int8 stores a scale and a zero point per row)."""
 
@@ -134,8 +133,8 @@ class WeightCensus:
                     + self.embedding + self.embedding_rows * (size + 1))
         if precision.weights == "nf4":  # half a byte a weight, an 8-bit scale per 64, an fp32 one per 256 scales
             blocks = self.quantizable // 64
-            return (kept + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
-                    + self.embedding // 2 + 4 * (self.embedding // 64) + NF4_EMBEDDING_TABLES_BYTES)
+            return (kept + self.embedding * size + self.quantizable // 2 + blocks + 4 * -(-blocks // 256)
+                    + self.tensors * NF4_TABLES_BYTES)
         return kept + (self.quantizable + self.embedding) * size
 
 
@@ -153,22 +152,16 @@ def census(model: torch.nn.Module) -> WeightCensus:
 
 
 def quantize_embedding(model: torch.nn.Module, precision: Precision) -> None:
-    """Store `model`'s input embedding table in `precision` where it is quantized (see the module docstring); on
-    the device it is on (a GPU quantizes in a moment what takes the CPU seconds)."""
+    """In the fp8 precision, store `model`'s input embedding table as int8 with one scale per row (see the module
+    docstring), on the device it is on; other precisions keep it as loaded."""
+    if precision.weights != "fp8":
+        return
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis
+
     embedding = model.get_input_embeddings()
-    if precision.weights == "nf4":
-        from bitsandbytes.nn import EmbeddingNF4, Params4bit
-
-        quantized = EmbeddingNF4(embedding.num_embeddings, embedding.embedding_dim, dtype=precision.compute,
-                                 device="meta")
-        quantized.weight = Params4bit(embedding.weight.data, requires_grad=False, quant_type="nf4", module=quantized)
-        model.set_input_embeddings(quantized.to(embedding.weight.device))  # bitsandbytes quantizes on the move
-    elif precision.weights == "fp8":
-        from torchao.quantization import IntxWeightOnlyConfig, quantize_
-        from torchao.quantization.granularity import PerAxis
-
-        quantize_(embedding, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
-                  filter_fn=lambda module, name: module is embedding)
+    quantize_(embedding, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+              filter_fn=lambda module, name: module is embedding)
 
 
 def folder_census(folder, trust_remote_code: bool = False) -> WeightCensus:
