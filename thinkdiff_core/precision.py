@@ -115,13 +115,13 @@ class WeightCensus:
     """Elements of the language model's Linear weights (head included): stored as fp8/nf4 when quantized."""
     kept: int
     """Everything else but the embedding table (vision tower, norms, biases): always in the compute dtype."""
-    rows: int = 0
+    rows: int
     """Output rows of those Linear weights (fp8 stores one fp32 scale per row)."""
-    tensors: int = 0
+    tensors: int
     """How many Linear weights those are (nf4 stores its code tables with each)."""
-    embedding: int = 0
+    embedding: int
     """Elements of the input embedding table: int8 in the fp8 precision, else in the compute dtype."""
-    embedding_rows: int = 0
+    embedding_rows: int
     """Its rows, the vocabulary (int8 stores a scale and a zero point per row)."""
 
     def bytes(self, precision: Precision) -> int:
