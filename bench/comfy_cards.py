@@ -37,7 +37,7 @@ from vlm_precision import write_random_qwen2_vl_7b  # noqa: E402
 from tests.tiny_files import write_official_aligner  # noqa: E402
 from thinkdiff_core.testing.tiny import write_tiny_qwen_vl  # noqa: E402
 
-PRECISIONS = ("bf16", "fp8", "nf4")
+PRECISIONS = ("bf16", "fp8", "int8", "nf4")
 PACK_FOLDER = "ComfyUI-ThinkDiff"
 
 PROBE_NODE = '''"""Bench-only (bench/comfy_cards.py): cap this process at the emulated card's size; probe stage peaks."""

@@ -1,4 +1,4 @@
-"""What the VLM's weight precisions cost and keep: bytes, features and decode speed of fp8 and nf4 against bf16.
+"""What the VLM's weight precisions cost and keep: bytes, features and decode speed of fp8, int8 and nf4 against bf16.
 
 A random-weight model with Qwen2-VL-7B's real widths (hidden 3584, MLP 18944, vocab 152064, vision 1280)
 is written to a folder once and loaded through `VisionLanguageModel.from_pretrained` in each precision
@@ -11,7 +11,9 @@ layers and 2 vision blocks; `--full-size` keeps all 28 and 32 (a GPU's job). Row
 - `*_feature_cosine`: captured final-norm features against bf16's on the same tokens (bf16's greedy
   answer forced through each model); `*_aligned_cosine`: the same after a real-size random aligner;
   `*_one_linear_cosine`: one quantized Linear's output on a fixed input (the format's own error: e4m3
-  keeps 3 mantissa bits, ~3.6% RMS per weight; random layers compound it, trained ones far less).
+  keeps 3 mantissa bits, ~3.6% RMS per weight; int8's even steps about a tenth of that on bell-shaped
+  weights); `*_compounded_cosine`: what that error predicts for the features when each of the 7 Linear
+  layers per decoder layer adds its own (random layers add them all; trained ones far less).
 - `*_decode_ratio`: decode time per token relative to bf16 (median gap between consecutive tokens).
 
 `--gpu` adds per precision: peak GPU memory, tokens/s over `--tokens` new tokens, the share of the
@@ -45,7 +47,9 @@ from thinkdiff_core.testing.forced import forced_features  # noqa: E402
 from thinkdiff_core.testing.tiny import write_tiny_qwen_vl  # noqa: E402
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel  # noqa: E402
 
-PRECISIONS = ("bf16", "fp8", "nf4")
+PRECISIONS = ("bf16", "fp8", "int8", "nf4")
+QUANTIZED = PRECISIONS[1:]
+LINEARS_PER_LAYER = 7  # q, k, v, o; gate, up, down
 
 
 def qwen2_vl_7b_config(tokenizer_ids: dict[str, int], layers: int, vision_depth: int):
@@ -148,7 +152,7 @@ def bytes_per_quantizable_weight(vlm: VisionLanguageModel) -> float:
 
 
 def bytes_per_embedding_weight(vlm: VisionLanguageModel) -> float:
-    """Measured storage of the input embedding table per weight (int8 with its scales for fp8, bf16 for nf4)."""
+    """Measured storage of the input embedding table per weight (int8 with its scales when quantized)."""
     embedding = vlm.model.get_input_embeddings()
     return tensor_bytes(embedding.weight) / (embedding.num_embeddings * embedding.embedding_dim)
 
@@ -220,7 +224,9 @@ def main() -> None:
             else:
                 rows[f"{weights}_feature_cosine"] = f"{cosine(features, reference):.6f}"
                 rows[f"{weights}_aligned_cosine"] = f"{cosine(aligned, reference_aligned):.6f}"
-                rows[f"{weights}_one_linear_cosine"] = f"{cosine(linear_out, reference_linear):.6f}"
+                one_linear = cosine(linear_out, reference_linear)
+                rows[f"{weights}_one_linear_cosine"] = f"{one_linear:.6f}"
+                rows[f"{weights}_compounded_cosine"] = f"{1 - LINEARS_PER_LAYER * layers * (1 - one_linear):.6f}"
             per_token = decode_seconds_per_token(vlm, prompt, decode_tokens, device, args.repeats)
             rows[f"{weights}_decode_s_per_token"] = f"{per_token:.4f}"
             rows[f"{weights}_weight_bytes_as_loaded"] = str(weight_bytes(vlm.model))
@@ -248,20 +254,21 @@ def main() -> None:
         bf16_loaded = int(rows["bf16_weight_bytes_as_loaded"])
         if args.gpu:
             rows["device_copy_bandwidth_gb_s"] = f"{copy_bandwidth(device) / 1e9:.0f}"
-        for weights in ("fp8", "nf4"):
+        for weights in QUANTIZED:
             full_bytes = (full.kept * 2 + full.quantizable * float(rows[f"{weights}_bytes_per_linear_weight"])
                           + full.embedding * float(rows[f"{weights}_bytes_per_embedding_weight"]))
             rows[f"{weights}_weight_ratio_as_loaded"] = f"{int(rows[f'{weights}_weight_bytes_as_loaded']) / bf16_loaded:.3f}"
             rows[f"{weights}_full_size_gib"] = f"{full_bytes / 2**30:.2f}"
             rows[f"{weights}_weight_ratio"] = f"{full_bytes / bf16_full:.3f}"
         rows["bf16_full_size_gib"] = f"{bf16_full / 2**30:.2f}"
-        for weights in ("fp8", "nf4"):
+        for weights in QUANTIZED:
             rows[f"{weights}_decode_ratio"] = \
                 f"{float(rows[f'{weights}_decode_s_per_token']) / float(rows['bf16_decode_s_per_token']):.2f}"
 
     print(f"device: {device} (random Qwen2-VL-7B widths, {layers} decoder layers, {vision_depth} vision blocks, "
           f"{tokens} tokens forced)")
-    last = ["fp8_weight_ratio", "nf4_weight_ratio", "fp8_feature_cosine", "nf4_feature_cosine", "fp8_aligned_cosine",
+    last = ["int8_weight_ratio", "int8_feature_cosine", "int8_aligned_cosine", "int8_decode_ratio",  # then the issue's
+            "fp8_weight_ratio", "nf4_weight_ratio", "fp8_feature_cosine", "nf4_feature_cosine", "fp8_aligned_cosine",
             "nf4_aligned_cosine", "fp8_decode_ratio", "nf4_decode_ratio"]
     for name, value in rows.items():
         if name not in last:

@@ -28,8 +28,8 @@ class ThinkDiffVLMLoader(io.ComfyNode):
                 io.Combo.Input("model", options=VLM_FOLDERS.options(), tooltip=(
                     "A Hugging Face model folder; the official aligner was trained on Qwen2-VL-7B-Instruct.")),
                 io.Combo.Input("dtype", options=list(PRECISIONS), default="auto", display_name="precision", tooltip=(
-                    "Weight precision: fp8 takes about half of bf16's memory, nf4 about a third; auto picks what "
-                    "fits the card.")),
+                    "Weight precision: fp8 and int8 take about half of bf16's memory (int8 the closest to bf16), "
+                    "nf4 about a third; auto picks what fits the card.")),
                 io.Boolean.Input("trust_remote_code", default=False, **types.ADVANCED, tooltip=(
                     "Run Python code shipped inside the model folder; only for a folder you trust.")),
                 io.Combo.Input("device", options=device_options(), default="default", **types.ADVANCED, tooltip=(

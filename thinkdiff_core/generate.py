@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="what FLUX and the aligner compute in (auto: bf16 on a GPU, fp32 on the CPU)")
     models.add_argument("--vlm-precision", default=None, choices=PRECISIONS,
-                        help="the VLM's weights (default: --dtype); fp8 and nf4 store them quantized (about 1/2 and "
-                             "1/3 of bf16's 16.6 GB for Qwen2-VL-7B); auto takes fp8 where bf16 does not fit the GPU")
+                        help="the VLM's weights (default: --dtype); fp8, int8 and nf4 store them quantized (about 1/2, "
+                             "1/2 and 1/3 of bf16's 16.6 GB for Qwen2-VL-7B; int8 the closest to bf16); auto takes fp8 "
+                             "where bf16 does not fit the GPU")
     models.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: cuda if available)")
     models.add_argument("--offload", choices=OFFLOAD_MODES, default="none",
                         help="model: whole models visit the GPU in turn (FLUX's ~24 GB transformer must fit); "

@@ -122,7 +122,8 @@ def fit_error(model_bytes: int, working: WorkingMemory, budget: int, precision: 
         return None
     candidates = [Precision(name, precision.compute) for name in QUANTIZED if name != precision.weights]
     fitting = [p for p in candidates if (census.bytes(p) + working.total) * FIT_MARGIN <= budget]
-    advice = (f"Load the VLM in {' or '.join(p.weights for p in fitting)} "
+    names = [p.weights for p in fitting]
+    advice = (f"Load the VLM in {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]} "
               f"({', '.join(f'{p.weights}: {gib(census.bytes(p))} of weights' for p in fitting)})"
               if fitting else
               "No precision fits: lower max_new_tokens, the number or size of the images (max_pixels), or run on the CPU")

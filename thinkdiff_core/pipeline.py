@@ -214,7 +214,7 @@ class ThinkDiffPipeline:
         padded to `max_sequence_length` tokens (the reference's 128).
 
         `dtype` is what FLUX, the aligner and the vision tower compute in (`auto`: the device's preference);
-        `vlm_precision` is the VLM's (`thinkdiff_core.precision`: also `fp8` and `nf4`, weights quantized;
+        `vlm_precision` is the VLM's (`thinkdiff_core.precision`: also `fp8`, `int8` and `nf4`, weights quantized;
         `auto` falls back to fp8 where bf16 weights do not fit the card), by default `dtype`.
 
         `offload`: `none` keeps everything on `device`; `model` keeps whole models on the CPU and moves

@@ -1,47 +1,59 @@
-"""How the VLM's weights are held: a plain dtype, or stored quantized (fp8, nf4) and computed in a half dtype.
+"""How the VLM's weights are held: a plain dtype, or stored quantized (fp8, int8, nf4) and computed in a half dtype.
 
-Qwen2-VL-7B is about 16.6 GB in bf16, more than a 12 or 16 GB card holds next to anything else. Two
+Qwen2-VL-7B is about 16.6 GB in bf16, more than a 12 or 16 GB card holds next to anything else. Three
 quantized precisions make it fit, each through the library transformers integrates for it:
 
 - `fp8`: torchao's `Float8WeightOnlyConfig` (through `TorchAoConfig`): each Linear weight stored as
   float8 e4m3 with one scale per output row, dequantized to the compute dtype inside the matmul. About
-  half the bytes and near-bf16 features. Chosen over optimum-quanto (in maintenance mode) and over a
-  hand-written float8 layer (one more thing to keep): torchao is PyTorch's own quantization library, its
-  weight-only path runs on any CUDA GPU and on the CPU, and its tensors move with `Module.to`.
+  half the bytes. Chosen over optimum-quanto (in maintenance mode) and over a hand-written float8 layer
+  (one more thing to keep): torchao is PyTorch's own quantization library, its weight-only path runs on
+  any CUDA GPU and on the CPU, and its tensors move with `Module.to`.
+- `int8`: torchao's `Int8WeightOnlyConfig`: the same byte per weight and scale per row, as an integer
+  (what GGUF's Q8_0 does per block). e4m3 keeps 3 mantissa bits, a step of up to 1/8 of each weight; int8's
+  255 even steps across a row give roughly a tenth of its error on bell-shaped weights, so features stay
+  closest to bf16's for the same memory.
 - `nf4`: bitsandbytes' 4-bit NormalFloat (through `BitsAndBytesConfig`, double-quantized scales):
   about a third of the bytes. bitsandbytes >= 0.49 also runs on the CPU.
 
-Only the language model's Linear layers (its head included) are quantized, and for fp8 also its input
-embedding table (545 M of Qwen2-VL-7B's 8.3 B weights, read one row per token), as int8 with one scale per
-row by torchao's `IntxWeightOnlyConfig`: float8 weights cover Linear layers only, and int8 takes the same
-byte with finer steps. nf4 keeps the table in the compute dtype: bitsandbytes' `EmbeddingNF4` refuses
-`state_dict()`, which ComfyUI's model manager calls. The vision tower and the norms stay in the compute
-dtype (the vision tower is small and its features feed every answer). Both libraries are optional
-dependencies, imported only when their precision is asked for.
+Only the language model's Linear layers (its head included) and its input embedding table are quantized.
+The table (545 M of Qwen2-VL-7B's 8.3 B weights, read one row per token) is stored as int8 with one scale
+per row by torchao's `IntxWeightOnlyConfig` in every quantized precision: float8 weights cover Linear layers
+only, and bitsandbytes' `EmbeddingNF4` refuses `state_dict()`, which ComfyUI's model manager calls. The
+vision tower and the norms stay in the compute dtype (the vision tower is small and its features feed every
+answer). The libraries are optional dependencies, imported only when a quantized precision is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 from dataclasses import dataclass
 
 import torch
+from packaging.version import Version
 
 from .devices import DTYPES as PLAIN, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-QUANTIZED = ("fp8", "nf4")
+QUANTIZED = ("fp8", "int8", "nf4")
 PRECISIONS = ("auto", *PLAIN, *QUANTIZED)
 KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
 """Modules never quantized (transformers matches these prefixes): the vision tower of every Qwen-VL family."""
+
+INT8_ROW_BYTES = 4 + 1
+"""What torchao stores with each output row of an int8 Linear weight: an fp32 scale and an int8 zero point (torchao
+0.18; 0.15 keeps a bf16 scale alone, 3 bytes a row fewer: a few MB on a 7B model)."""
 
 NF4_TABLES_BYTES = 4 * (16 + 256) + 170
 """What bitsandbytes stores with each nf4 Linear weight whatever its size: the 16-value NF4 code and the 256-value
 code of its double-quantized scales (fp32), and about 170 bytes of packed quantization state."""
 
-_LIBRARIES = {"fp8": ("torchao", "torchao>=0.14"), "nf4": ("bitsandbytes", "bitsandbytes>=0.45")}
+_FLOORS = {"torchao": "0.15", "bitsandbytes": "0.45"}
+"""The oldest versions the precisions work with (transformers 5 refuses torchao < 0.15)."""
+_LIBRARIES = {"fp8": ("torchao",), "int8": ("torchao",), "nf4": ("bitsandbytes", "torchao")}
+"""The packages each quantized precision imports (every one stores the embedding table through torchao)."""
 
 
 class MissingDependency(ImportError):
@@ -50,7 +62,7 @@ class MissingDependency(ImportError):
 
 @dataclass(frozen=True)
 class Precision:
-    """`weights`: how the weights are stored (bf16, fp16, fp32, fp8, nf4); `compute`: the dtype the arithmetic runs in."""
+    """`weights`: how the weights are stored (bf16, fp16, fp32, fp8, int8, nf4); `compute`: what the arithmetic runs in."""
 
     weights: str
     compute: torch.dtype
@@ -75,11 +87,12 @@ class Precision:
         if not self.quantized:
             return None
         require_library(self.weights)
-        if self.weights == "fp8":
-            from torchao.quantization import Float8WeightOnlyConfig
+        if self.weights in ("fp8", "int8"):
+            from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
             from transformers import TorchAoConfig
 
-            return TorchAoConfig(Float8WeightOnlyConfig(), modules_to_not_convert=list(KEEP_IN_COMPUTE_DTYPE))
+            config = Float8WeightOnlyConfig() if self.weights == "fp8" else Int8WeightOnlyConfig(version=2)
+            return TorchAoConfig(config, modules_to_not_convert=list(KEEP_IN_COMPUTE_DTYPE))
         from transformers import BitsAndBytesConfig
 
         return BitsAndBytesConfig(
@@ -89,16 +102,27 @@ class Precision:
 
 
 def require_library(weights: str) -> None:
-    """Import the optional library a quantized precision needs, or say which pip command installs it."""
-    module, requirement = _LIBRARIES[weights]
-    try:
-        importlib.import_module(module)
-    except ImportError as error:
+    """Import the optional libraries a quantized precision needs, or say which pip command installs them."""
+    problems = {}
+    for module, floor in ((module, _FLOORS[module]) for module in _LIBRARIES[weights]):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            problems[module] = str(error)
+            continue
+        found = importlib.metadata.version(module)
+        if Version(found) < Version(floor):
+            problems[module] = f"{module} {found} is older than {floor}"
+    if problems:
+        names = " and ".join(problems)
+        what = f"package {names}, which is" if len(problems) == 1 else f"packages {names}, which are"
+        command = " ".join(f'"{module}>={_FLOORS[module]}"' for module in problems)
         raise MissingDependency(
-            f"The {weights} precision needs the optional package {module}, which is not installed ({error}). "
-            f'Install it into the Python that runs ThinkDiff: pip install "{requirement}" (then restart), '
-            f"or choose another precision ({', '.join(p for p in PRECISIONS if p != weights)})."
-        ) from error
+            f"The {weights} precision needs the optional {what} missing or too old here "
+            f"({'; '.join(problems.values())}). Install into the Python that runs ThinkDiff: "
+            f"pip install -U {command} (then restart), or choose another precision "
+            f"({', '.join(p for p in PRECISIONS if p != weights)})."
+        )
 
 
 def half_dtype(device: torch.device) -> torch.dtype:
@@ -116,26 +140,28 @@ class WeightCensus:
     kept: int
     """Everything else but the embedding table (vision tower, norms, biases): always in the compute dtype."""
     rows: int
-    """Output rows of those Linear weights (fp8 stores one fp32 scale per row)."""
+    """Output rows of those Linear weights (fp8 and int8 store a scale per row)."""
     tensors: int
     """How many Linear weights those are (nf4 stores its code tables with each)."""
     embedding: int
-    """Elements of the input embedding table: int8 in the fp8 precision, else in the compute dtype."""
+    """Elements of the input embedding table: int8 in the quantized precisions, else in the compute dtype."""
     embedding_rows: int
-    """Its rows, the vocabulary (int8 stores a scale and a zero point per row)."""
+    """Its rows, the vocabulary (its int8 storage keeps a scale and a zero point per row)."""
 
     def bytes(self, precision: Precision) -> int:
         """The weight bytes of this model held in `precision`."""
         size = _element_size(precision.compute)
         kept = self.kept * size
+        if not precision.quantized:
+            return kept + (self.quantizable + self.embedding) * size
+        table = self.embedding + self.embedding_rows * (size + 1)  # int8, a scale and a zero point per row
         if precision.weights == "fp8":  # one float8 byte per weight, one fp32 scale per output row
-            return (kept + self.quantizable + 4 * self.rows
-                    + self.embedding + self.embedding_rows * (size + 1))
-        if precision.weights == "nf4":  # half a byte a weight, an 8-bit scale per 64, an fp32 one per 256 scales
-            blocks = self.quantizable // 64
-            return (kept + self.embedding * size + self.quantizable // 2 + blocks + 4 * -(-blocks // 256)
-                    + self.tensors * NF4_TABLES_BYTES)
-        return kept + (self.quantizable + self.embedding) * size
+            return kept + table + self.quantizable + 4 * self.rows
+        if precision.weights == "int8":  # one int8 byte per weight and its row's scale
+            return kept + table + self.quantizable + INT8_ROW_BYTES * self.rows
+        # nf4: half a byte a weight, an 8-bit scale per 64, an fp32 one per 256 scales, and the code tables
+        blocks = self.quantizable // 64
+        return kept + table + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
 
 
 def census(model: torch.nn.Module) -> WeightCensus:
@@ -152,9 +178,9 @@ def census(model: torch.nn.Module) -> WeightCensus:
 
 
 def quantize_embedding(model: torch.nn.Module, precision: Precision) -> None:
-    """In the fp8 precision, store `model`'s input embedding table as int8 with one scale per row (see the module
-    docstring), on the device it is on; other precisions keep it as loaded."""
-    if precision.weights != "fp8":
+    """In a quantized precision, store `model`'s input embedding table as int8 with one scale per row (see the
+    module docstring), on the device it is on; plain precisions keep it as loaded."""
+    if not precision.quantized:
         return
     from torchao.quantization import IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis

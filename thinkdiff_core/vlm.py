@@ -164,7 +164,7 @@ class VisionLanguageModel:
         """Load from a local folder (or a Hub id), with SDPA attention, in the chosen precision.
 
         `dtype` is a precision (`thinkdiff_core.precision`): `bf16`, `fp16`, `fp32` or a `torch.dtype`;
-        `fp8` or `nf4` (weights stored quantized, computed in the device's half dtype); `auto` (the
+        `fp8`, `int8` or `nf4` (weights stored quantized, computed in the device's half dtype); `auto` (the
         device's half dtype, or fp8 where that does not fit the card). The model stays on the CPU unless
         `device` is given: callers such as ComfyUI's model manager decide when it goes to the GPU (and
         resolve `auto` against that device themselves, passing a `Precision`). `on_progress(done, total)`

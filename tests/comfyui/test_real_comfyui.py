@@ -262,7 +262,7 @@ def test_the_shipped_workflow_runs_to_a_saved_png(server, api_workflows, name):
     print(f"\n{name}: {prompt_id} success, saved {saved['filename']}, VLM text {len(text)} chars")
 
 
-@pytest.mark.parametrize("precision", ["fp8", "nf4"])
+@pytest.mark.parametrize("precision", ["fp8", "int8", "nf4"])
 def test_the_reasoning_workflow_runs_with_the_vlm_quantized(server, api_workflows, precision):
     prompt = on_stand_ins(api_workflows["thinkdiff_lvlm_reasoning"])
     prompt[the_id(prompt, "ThinkDiffVLMLoader")]["inputs"]["dtype"] = precision

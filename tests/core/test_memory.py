@@ -71,9 +71,10 @@ def test_refusal_names_both_sizes_and_the_precisions_that_fit():
     message = fit_error(weights, working, 12 * GiB, BF16, SEVEN_B)
     assert message.startswith(f"The VLM needs 15.4 GiB for its bf16 weights plus {working.total / GiB:.1f} GiB")
     assert "the device has 12.0 GiB even with every other model offloaded" in message
-    assert "Load the VLM in fp8 or nf4 (fp8: 8.4 GiB of weights, nf4: 5.7 GiB of weights)" in message
+    assert ("Load the VLM in fp8, int8 or nf4 (fp8: 8.4 GiB of weights, int8: 8.4 GiB of weights, "
+            "nf4: 5.2 GiB of weights)") in message
     eight = fit_error(weights, working, 8 * GiB, BF16, SEVEN_B)
-    assert "Load the VLM in nf4 (nf4: 5.7 GiB of weights)" in eight  # fp8's 8.4 GiB does not fit 8
+    assert "Load the VLM in nf4 (nf4: 5.2 GiB of weights)" in eight  # fp8's and int8's 8.4 GiB do not fit 8
     assert fit_error(weights, working, 24 * GiB, BF16, SEVEN_B) is None
     assert fit_error(weights, working, int((weights + working.total) * FIT_MARGIN) + 1, BF16, SEVEN_B) is None
 

@@ -1,6 +1,6 @@
-"""VLM weight precisions on the tiny Qwen-VL models: fp8 (torchao) and nf4 (bitsandbytes) loads that generate and
-capture, features near bf16's on the same tokens, an offload/reload round trip, byte counts, `auto`, and the
-install message when bitsandbytes is missing."""
+"""VLM weight precisions on the tiny Qwen-VL models: fp8 and int8 (torchao) and nf4 (bitsandbytes) loads that
+generate and capture, features near bf16's on the same tokens, an offload/reload round trip, byte counts, `auto`,
+and the install message when a quantization library is missing."""
 
 import logging
 import os
@@ -43,7 +43,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
-@pytest.mark.parametrize("weights", ["fp8", "nf4"])
+@pytest.mark.parametrize("weights", ["fp8", "int8", "nf4"])
 def test_quantized_load_generates_and_captures(load, colour_images, weights, model_type):
     vlm = load(weights, model_type)
     assert vlm.precision == Precision(weights, torch.bfloat16)
@@ -55,31 +55,34 @@ def test_quantized_load_generates_and_captures(load, colour_images, weights, mod
     assert cosine(tokens.features[0], forced_features(vlm, prompt, tokens.token_ids[0])) > 0.9999
 
 
-@pytest.mark.parametrize("weights", ["fp8", "nf4"])
-def test_the_language_models_linear_layers_and_for_fp8_its_embedding_are_quantized(load, weights):
+STORED = {"fp8": ("Float8Tensor", torch.float8_e4m3fn), "int8": ("Int8Tensor", torch.int8),
+          "nf4": ("Params4bit", torch.uint8)}
+
+
+@pytest.mark.parametrize("weights", ["fp8", "int8", "nf4"])
+def test_the_language_models_linear_layers_and_its_embedding_are_quantized(load, weights):
     model = load(weights).model
     layer = model.model.language_model.layers[0]
     stored, table = layer.mlp.up_proj.weight, model.model.language_model.embed_tokens.weight
-    if weights == "fp8":
-        assert type(stored).__name__ == "Float8Tensor" and stored.qdata.dtype == torch.float8_e4m3fn
-        assert type(table).__name__ == "IntxUnpackedToInt8Tensor" and table.qdata.dtype == torch.int8
-    else:
-        assert type(stored).__name__ == "Params4bit" and stored.dtype == torch.uint8
-    assert type(model.lm_head.weight).__name__ == type(stored).__name__
+    kind, dtype = STORED[weights]
+    assert type(stored).__name__ == kind and (stored.dtype if weights == "nf4" else stored.qdata.dtype) == dtype
+    assert type(table).__name__ == "IntxUnpackedToInt8Tensor" and table.qdata.dtype == torch.int8
+    assert type(model.lm_head.weight).__name__ == kind
     kept = [model.model.visual.blocks[0].attn.qkv.weight, layer.input_layernorm.weight,
-            model.model.language_model.norm.weight, *([table] if weights == "nf4" else [])]
+            model.model.language_model.norm.weight]
     assert all(type(p) is torch.nn.Parameter and p.dtype == torch.bfloat16 for p in kept)
 
 
-def test_the_int8_embedding_looks_up_the_rows_of_the_plain_one(load):
+@pytest.mark.parametrize("weights", ["fp8", "int8", "nf4"])
+def test_the_int8_embedding_looks_up_the_rows_of_the_plain_one(load, weights):
     token_ids = torch.tensor([[5, 17, 300, 447]])  # not 0: the padding row is all zeros
     plain = load("bf16").model.get_input_embeddings()(token_ids).float()
-    rows = load("fp8").model.get_input_embeddings()(token_ids)
+    rows = load(weights).model.get_input_embeddings()(token_ids)
     assert rows.dtype == torch.bfloat16 and rows.shape == plain.shape
     assert torch.nn.functional.cosine_similarity(rows.float(), plain, dim=-1).min() > 0.9999
 
 
-@pytest.mark.parametrize(("weights", "floor"), [("fp8", 0.999), ("nf4", 0.99)])
+@pytest.mark.parametrize(("weights", "floor"), [("fp8", 0.999), ("int8", 0.9999), ("nf4", 0.99)])
 def test_features_stay_close_to_bf16_on_the_same_tokens(load, colour_images, weights, floor):
     prompt = cobsat_prompt(colour_images("red", "green"), ["red", "green", "blue"])
     reference = load("bf16")
@@ -88,7 +91,7 @@ def test_features_stay_close_to_bf16_on_the_same_tokens(load, colour_images, wei
     assert floor <= similarity < 1.0  # close, and genuinely quantized (not the bf16 weights again)
 
 
-@pytest.mark.parametrize("weights", ["bf16", "fp8", "nf4"])
+@pytest.mark.parametrize("weights", ["bf16", "fp8", "int8", "nf4"])
 def test_features_survive_an_offload_and_reload_round_trip(load, colour_images, weights):
     """`Module.to` is what ComfyUI's ModelPatcher (and the pipeline's offload) call on the model. On a machine
     without an accelerator both ends are the CPU, which still runs each library's `.to` (bitsandbytes rebuilds
@@ -106,10 +109,10 @@ def test_features_survive_an_offload_and_reload_round_trip(load, colour_images, 
 
 
 def test_weight_bytes_shrink_and_the_census_predicts_them(load):
-    held = {weights: weight_bytes(load(weights).model) for weights in ("bf16", "fp8", "nf4")}
-    assert held["nf4"] < held["fp8"] < held["bf16"]
+    held = {weights: weight_bytes(load(weights).model) for weights in ("bf16", "fp8", "int8", "nf4")}
+    assert held["nf4"] < held["fp8"] < held["int8"] < held["bf16"]  # int8 adds a zero point per row to fp8's bytes
     counts = census(load("bf16").model)
-    assert census(load("fp8").model) == census(load("nf4").model) == counts
+    assert census(load("fp8").model) == census(load("int8").model) == census(load("nf4").model) == counts
     for weights, actual in held.items():
         predicted = counts.bytes(Precision(weights, torch.bfloat16))
         assert abs(predicted - actual) <= 0.002 * actual, (weights, predicted, actual)
@@ -122,7 +125,7 @@ def test_precision_names_resolve_per_device():
     assert resolve_precision("fp8", cpu) == Precision("fp8", torch.float32)  # the CPU computes in fp32
     assert resolve_precision("auto", cpu) == Precision("fp32", torch.float32)
     assert str(Precision("nf4", torch.bfloat16)) == "nf4 (computed in bfloat16)"
-    with pytest.raises(ValueError, match="Unknown precision 'int3'.*auto, bf16, fp16, fp32, fp8, nf4"):
+    with pytest.raises(ValueError, match="Unknown precision 'int3'.*auto, bf16, fp16, fp32, fp8, int8, nf4"):
         resolve_precision("int3", cpu)
     with pytest.raises(ValueError, match="compute in torch.bfloat16"):
         Precision("bf16", torch.float32)
@@ -142,15 +145,21 @@ def test_auto_picks_the_half_dtype_when_it_fits_else_fp8(caplog):
 
 BLOCK_IMPORT = """
 import sys
-sys.modules[{name!r}] = None  # as if not installed: `import` raises ImportError, importlib.util.find_spec gives None
+for name in {names!r}:
+    sys.modules[name] = None  # as if not installed: `import` raises ImportError, importlib.util.find_spec gives None
 """
 
 
-@pytest.mark.parametrize(("weights", "package", "requirement"),
-                         [("nf4", "bitsandbytes", "bitsandbytes>=0.45"), ("fp8", "torchao", "torchao>=0.14")])
-def test_a_missing_quantization_library_names_the_pip_command(tiny_vlm_dirs, weights, package, requirement):
-    """A fresh Python in which the library cannot be imported, loading a real tiny folder."""
-    script = BLOCK_IMPORT.format(name=package) + textwrap.dedent(f"""
+@pytest.mark.parametrize(("weights", "blocked", "what", "command"), [
+    ("nf4", ["bitsandbytes"], "package bitsandbytes, which is", '"bitsandbytes>=0.45"'),
+    ("nf4", ["bitsandbytes", "torchao"], "packages bitsandbytes and torchao, which are",
+     '"bitsandbytes>=0.45" "torchao>=0.15"'),
+    ("fp8", ["torchao"], "package torchao, which is", '"torchao>=0.15"'),
+    ("int8", ["torchao"], "package torchao, which is", '"torchao>=0.15"'),
+])
+def test_a_missing_quantization_library_names_the_pip_command(tiny_vlm_dirs, weights, blocked, what, command):
+    """A fresh Python in which the libraries cannot be imported, loading a real tiny folder."""
+    script = BLOCK_IMPORT.format(names=blocked) + textwrap.dedent(f"""
         from thinkdiff_core.vlm import VisionLanguageModel
         try:
             VisionLanguageModel.from_pretrained({str(tiny_vlm_dirs())!r}, dtype={weights!r}, device="cpu")
@@ -163,8 +172,31 @@ def test_a_missing_quantization_library_names_the_pip_command(tiny_vlm_dirs, wei
                             cwd=Path(__file__).parents[2], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     message = result.stdout.split("MESSAGE: ", 1)[-1]
-    assert f"The {weights} precision needs the optional package {package}, which is not installed" in message
-    assert f'pip install "{requirement}"' in message and "or choose another precision" in message
+    assert message.startswith(f"The {weights} precision needs the optional {what} missing or too old here"), message
+    assert f"pip install -U {command} (then restart), or choose another precision" in message
+
+
+def test_a_too_old_quantization_library_names_the_upgrade(tmp_path):
+    """Metadata of an older torchao ahead of the real one on the path (what `importlib.metadata` reads first), as
+    after an old install: torchao imports, and transformers 5 would refuse it with a message naming no version."""
+    metadata = tmp_path / "torchao-0.14.1.dist-info" / "METADATA"
+    metadata.parent.mkdir()
+    metadata.write_text("Metadata-Version: 2.1\nName: torchao\nVersion: 0.14.1\n")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from thinkdiff_core.precision import Precision, MissingDependency
+        try:
+            Precision("int8", __import__("torch").bfloat16).quantization_config()
+        except MissingDependency as error:
+            print("MESSAGE:", error)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("MESSAGE: ", 1)[-1].startswith(
+        "The int8 precision needs the optional package torchao, which is missing or too old here (torchao 0.14.1 is "
+        'older than 0.15). Install into the Python that runs ThinkDiff: pip install -U "torchao>=0.15" (then restart)')
 
 
 @pytest.mark.skipif(not hasattr(__import__("transformers").utils.logging, "set_tqdm_hook"),
@@ -178,7 +210,7 @@ def test_loading_reports_progress_to_the_end(tiny_vlm_dirs, weights):
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
-@pytest.mark.parametrize("weights", ["fp8", "nf4"])
+@pytest.mark.parametrize("weights", ["fp8", "int8", "nf4"])
 def test_quantizing_on_a_device_then_resting_on_the_cpu(tiny_vlm_dirs, load, colour_images, weights):
     """`quantize_on` places the weights while loading (a GPU in ComfyUI; the only device here is the CPU), and the
     model then rests on the CPU with the same quantized weights and features as a plain load."""

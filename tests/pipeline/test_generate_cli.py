@@ -137,7 +137,7 @@ def test_nf4_without_bitsandbytes_is_one_error_line(tmp_path, colour_images):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: The nf4 precision needs the optional package bitsandbytes") and \
-        'pip install "bitsandbytes>=0.45"' in last
+        'pip install -U "bitsandbytes>=0.45"' in last
     assert not (tmp_path / "o.png").exists()
 
 
