@@ -104,15 +104,17 @@ class Precision:
 def require_library(weights: str) -> None:
     """Import the optional libraries a quantized precision needs, or say which pip command installs them."""
     problems = {}
-    for module, floor in ((module, _FLOORS[module]) for module in _LIBRARIES[weights]):
+    for module in _LIBRARIES[weights]:
         try:
             importlib.import_module(module)
+            found = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:  # importable without its metadata (a source tree): trust it
+            continue
         except ImportError as error:
             problems[module] = str(error)
             continue
-        found = importlib.metadata.version(module)
-        if Version(found) < Version(floor):
-            problems[module] = f"{module} {found} is older than {floor}"
+        if Version(found) < Version(_FLOORS[module]):
+            problems[module] = f"{module} {found} is older than {_FLOORS[module]}"
     if problems:
         names = " and ".join(problems)
         what = f"package {names}, which is" if len(problems) == 1 else f"packages {names}, which are"
