@@ -32,12 +32,11 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "comfyui"), str(REPO / "bench")]
 
 from harness import ComfyServer  # noqa: E402
 from stand_ins import STAND_IN_NODE_ID, flux_shapes, write_stand_in_node, write_taef1, write_tiny_flux  # noqa: E402
-from vlm_precision import write_random_qwen2_vl_7b  # noqa: E402
+from vlm_precision import PRECISIONS, write_random_qwen2_vl_7b  # noqa: E402
 
 from tests.tiny_files import write_official_aligner  # noqa: E402
 from thinkdiff_core.testing.tiny import write_tiny_qwen_vl  # noqa: E402
 
-PRECISIONS = ("bf16", "fp8", "int8", "nf4")
 PACK_FOLDER = "ComfyUI-ThinkDiff"
 
 PROBE_NODE = '''"""Bench-only (bench/comfy_cards.py): cap this process at the emulated card's size; probe stage peaks."""

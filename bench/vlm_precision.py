@@ -41,14 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thinkdiff_core.aligner import Aligner  # noqa: E402
 from thinkdiff_core.memory import request_memory  # noqa: E402
-from thinkdiff_core.precision import Precision, census, tensor_bytes, weight_bytes  # noqa: E402
+from thinkdiff_core.precision import QUANTIZED, Precision, census, tensor_bytes, weight_bytes  # noqa: E402
 from thinkdiff_core.prompts import cobsat_prompt  # noqa: E402
 from thinkdiff_core.testing.forced import forced_features  # noqa: E402
 from thinkdiff_core.testing.tiny import write_tiny_qwen_vl  # noqa: E402
 from thinkdiff_core.vlm import GenerationSettings, VisionLanguageModel  # noqa: E402
 
-PRECISIONS = ("bf16", "fp8", "int8", "nf4")
-QUANTIZED = PRECISIONS[1:]
+PRECISIONS = ("bf16", *QUANTIZED)
 LINEARS_PER_LAYER = 7  # q, k, v, o; gate, up, down
 
 

@@ -42,9 +42,9 @@ PRECISIONS = ("auto", *PLAIN, *QUANTIZED)
 KEEP_IN_COMPUTE_DTYPE = ("model.visual",)
 """Modules never quantized (transformers matches these prefixes): the vision tower of every Qwen-VL family."""
 
-INT8_ROW_BYTES = 4 + 1
-"""What torchao stores with each output row of an int8 Linear weight: an fp32 scale and an int8 zero point (torchao
-0.18; 0.15 keeps a bf16 scale alone, 3 bytes a row fewer: a few MB on a 7B model)."""
+ROW_BYTES = {"fp8": 4, "int8": 4 + 1}
+"""What torchao stores with each output row of a one-byte Linear weight: an fp32 scale, and for int8 an int8 zero
+point too (torchao 0.18; 0.15 keeps int8's scale in bf16 alone, 3 bytes a row fewer: a few MB on a 7B model)."""
 
 NF4_TABLES_BYTES = 4 * (16 + 256) + 170
 """What bitsandbytes stores with each nf4 Linear weight whatever its size: the 16-value NF4 code and the 256-value
@@ -138,7 +138,7 @@ class WeightCensus:
     """Weight counts of a VLM by what a quantized precision does with them."""
 
     quantizable: int
-    """Elements of the language model's Linear weights (head included): stored as fp8/nf4 when quantized."""
+    """Elements of the language model's Linear weights (head included): stored as fp8, int8 or nf4 when quantized."""
     kept: int
     """Everything else but the embedding table (vision tower, norms, biases): always in the compute dtype."""
     rows: int
@@ -157,10 +157,8 @@ class WeightCensus:
         if not precision.quantized:
             return kept + (self.quantizable + self.embedding) * size
         table = self.embedding + self.embedding_rows * (size + 1)  # int8, a scale and a zero point per row
-        if precision.weights == "fp8":  # one float8 byte per weight, one fp32 scale per output row
-            return kept + table + self.quantizable + 4 * self.rows
-        if precision.weights == "int8":  # one int8 byte per weight and its row's scale
-            return kept + table + self.quantizable + INT8_ROW_BYTES * self.rows
+        if precision.weights in ROW_BYTES:  # one float8 or int8 byte per weight, and its row's scale
+            return kept + table + self.quantizable + ROW_BYTES[precision.weights] * self.rows
         # nf4: half a byte a weight, an 8-bit scale per 64, an fp32 one per 256 scales, and the code tables
         blocks = self.quantizable // 64
         return kept + table + self.quantizable // 2 + blocks + 4 * -(-blocks // 256) + self.tensors * NF4_TABLES_BYTES
